@@ -1,0 +1,143 @@
+"""Random fixed-length clips from a folder of video files, read through decord."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from lightning_ssmvid.data.video_io import open_video, read_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    path: Path
+    n_frames: int
+
+
+def scan_videos(paths: list[Path], min_frames: int) -> tuple[list[VideoEntry], dict[str, int]]:
+    """Open every file once; keep readable videos with at least ``min_frames`` frames.
+
+    Returns the kept entries and counts of what was skipped (each skip is logged once with its reason).
+    """
+    kept, skipped = [], {"unreadable": 0, "too_short": 0}
+    for path in paths:
+        try:
+            reader = open_video(path)
+            n_frames = len(reader)
+            if n_frames > 0:
+                reader.get_batch([0])  # some broken files open but fail on the first decode
+            del reader
+        except Exception as error:  # decord raises its own error types for every kind of bad file
+            skipped["unreadable"] += 1
+            log.warning("skipped %s: unreadable video (%s)", path, str(error).splitlines()[0][:200])
+            continue
+        if n_frames < min_frames:
+            skipped["too_short"] += 1
+            log.warning("skipped %s: %d frames, fewer than the %d needed", path, n_frames, min_frames)
+            continue
+        kept.append(VideoEntry(path, n_frames))
+    return kept, skipped
+
+
+class ClipDataset(Dataset):
+    """Item ``(video_index, start)`` -> ``{"frames": (T, 3, S, S) uint8, "video": index, "start": start}``."""
+
+    def __init__(self, videos: list[VideoEntry], clip_length: int, frame_size: int, stride: int = 1,
+                 max_open_readers: int = 8):
+        self.videos, self.clip_length, self.frame_size, self.stride = videos, clip_length, frame_size, stride
+        self.max_open_readers = max_open_readers
+        self._readers: OrderedDict[int, object] = OrderedDict()
+
+    @property
+    def span(self) -> int:
+        """Frames of the source video one clip covers."""
+        return (self.clip_length - 1) * self.stride + 1
+
+    def _reader(self, index: int):
+        if index in self._readers:
+            self._readers.move_to_end(index)
+        else:
+            self._readers[index] = open_video(self.videos[index].path, self.frame_size)
+            if len(self._readers) > self.max_open_readers:
+                self._readers.popitem(last=False)
+        return self._readers[index]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        index, start = item
+        frames = read_frames(self._reader(index), start, self.clip_length, self.stride, self.frame_size)
+        return {"frames": frames, "video": index, "start": start}
+
+    def __getstate__(self):  # readers hold native handles: each worker opens its own
+        return {**self.__dict__, "_readers": OrderedDict()}
+
+
+class RandomClipSampler(Sampler):
+    """``num_samples`` random ``(video, start)`` pairs per epoch, drawn from ``(seed, epoch)`` only.
+
+    Depending on nothing but the seed and the epoch makes a resumed run see exactly the clips of an uninterrupted one.
+    """
+
+    def __init__(self, dataset: ClipDataset, num_samples: int, seed: int = 0):
+        self.dataset, self.num_samples, self.seed, self.epoch = dataset, num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        videos = rng.integers(0, len(self.dataset.videos), self.num_samples)
+        for index in videos:
+            last_start = self.dataset.videos[index].n_frames - self.dataset.span
+            yield int(index), int(rng.integers(0, last_start + 1))
+
+
+class FixedClipSampler(Sampler):
+    """Validation clips: ``clips_per_video`` evenly spaced clips of every video, always the same."""
+
+    def __init__(self, dataset: ClipDataset, clips_per_video: int = 1):
+        self.items = []
+        for index, video in enumerate(dataset.videos):
+            last_start = video.n_frames - dataset.span
+            starts = np.linspace(0, last_start, clips_per_video).round().astype(int)
+            self.items += [(index, int(start)) for start in sorted(set(starts.tolist()))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def split_videos(videos: list[VideoEntry], val_fraction: float) -> dict[str, list[VideoEntry]]:
+    """A deterministic split of sorted videos: the last ``val_fraction`` (at least one) for validation.
+
+    A single video serves both splits (nothing else is possible; a warning says so).
+    """
+    if len(videos) < 2:
+        if videos:
+            log.warning("only one usable video (%s): it is used for both training and validation", videos[0].path)
+        return {"train": videos, "val": videos}
+    n_val = min(len(videos) - 1, max(1, round(len(videos) * val_fraction)))
+    return {"train": videos[:-n_val], "val": videos[-n_val:]}
+
+
+def collate_clips(items: list[dict]) -> dict:
+    return {
+        "frames": torch.stack([item["frames"] for item in items]),
+        "video": torch.tensor([item["video"] for item in items]),
+        "start": torch.tensor([item["start"] for item in items]),
+    }

@@ -1,0 +1,165 @@
+"""VideoModel: per-frame encoder -> sequence core -> head predicting the next latent -> per-frame decoder."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots
+from lightning_ssmvid.metrics import keys
+
+log = logging.getLogger(__name__)
+
+
+def to_unit(frames: Tensor) -> Tensor:
+    """uint8 frames -> float in [0, 1]; float frames are passed through."""
+    return frames.float().div(255) if frames.dtype == torch.uint8 else frames
+
+
+class VideoModel(L.LightningModule):
+    """Next-frame video model around a pluggable ``core``.
+
+    Training on frames (B, T, C, H, W): ``z = codec.encode(x)``; ``h = core(in_proj(z))``;
+    ``z_hat[t] = z[t] + head(h[t])`` predicts ``z[t+1]``; the loss is
+    ``pixel_weight * mse(decode(z_hat[t]), x[t+1]) + recon_weight * mse(decode(z[t]), x[t])
+    + latent_weight * mse(z_hat[t], sg(z[t+1]))``.
+    A batch with a ``"reset"`` (B,) flag is a stream segment: the core state is carried (detached) from the
+    previous batch and reset where the flag is set (truncated backprop through time).
+    """
+
+    def __init__(
+        self,
+        codec: nn.Module,
+        core: Core,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        pixel_weight: float = 1.0,
+        recon_weight: float = 1.0,
+        latent_weight: float = 0.1,
+        max_nonfinite_steps: int = 20,
+    ):
+        super().__init__()
+        self.codec, self.core = codec, core
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.pixel_weight, self.recon_weight, self.latent_weight = pixel_weight, recon_weight, latent_weight
+        latent_dim, d_model = codec.latent_dim, core.d_model
+        self.in_proj = nn.Linear(latent_dim, d_model) if latent_dim != d_model else nn.Identity()
+        self.head = nn.Linear(d_model, latent_dim)
+        nn.init.zeros_(self.head.weight)  # start as "next latent = this latent", a strong baseline for video
+        nn.init.zeros_(self.head.bias)
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_in_a_row = 0
+        self.skipped_nonfinite = 0
+        self.stream_state: State | None = None
+        self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
+
+    # ----------------------------------------------------------------------------------------------- model
+    def predict_latents(self, z: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """z: (B, T, latent) -> z_hat (B, T, latent), z_hat[:, t] predicting z[:, t+1]; and the core state."""
+        h, state = self.core(self.in_proj(z), state)
+        return z + self.head(h), state
+
+    def losses(self, frames: Tensor, state: State | None = None) -> tuple[dict[str, Tensor], State]:
+        """frames: (B, T, C, H, W) -> named losses and the core state after the last frame."""
+        x = to_unit(frames)
+        z = self.codec.encode(x)
+        z_hat, state = self.predict_latents(z, state)
+        out = {
+            "pixel_mse": F.mse_loss(torch.sigmoid(self.codec.decode(z_hat[:, :-1])), x[:, 1:]),
+            "latent_mse": F.mse_loss(z_hat[:, :-1], z[:, 1:].detach()),
+        }
+        out["recon_mse"] = (
+            F.mse_loss(torch.sigmoid(self.codec.decode(z)), x) if self.recon_weight else out["pixel_mse"].new_zeros(())
+        )
+        out["loss"] = (self.pixel_weight * out["pixel_mse"] + self.recon_weight * out["recon_mse"]
+                       + self.latent_weight * out["latent_mse"])
+        return out, state
+
+    # -------------------------------------------------------------------------------------------- training
+    def _carried_state(self, batch: dict) -> State | None:
+        if "reset" not in batch:
+            return None
+        batch_size = batch["frames"].shape[0]
+        fresh = self.core.initial_state(batch_size, device=self.device, dtype=self.dtype)
+        if self.stream_state is None or next(iter(self.stream_state.values())).shape[0] != batch_size:
+            return fresh
+        return reset_state_slots(self.stream_state, fresh, batch["reset"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        out, state = self.losses(batch["frames"], self._carried_state(batch))
+        if "reset" in batch:
+            self.stream_state = detach_state(state)
+        if not torch.isfinite(out["loss"]):
+            return self._skip_nonfinite(batch_idx)
+        self.nonfinite_in_a_row = 0
+        batch_size = batch["frames"].shape[0]
+        for name, value in out.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch_size)
+        return out["loss"]
+
+    def _skip_nonfinite(self, batch_idx: int) -> None:
+        self.skipped_nonfinite += 1
+        self.nonfinite_in_a_row += 1
+        self.stream_state = None
+        log.warning("skipped training batch %d: non-finite loss (%d in a row)", batch_idx, self.nonfinite_in_a_row)
+        self.log(keys.TRAIN_SKIPPED_NONFINITE, float(self.skipped_nonfinite))
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss; stopping. "
+                "Lower model.optimizer.lr or enable trainer.gradient_clip_val; the last good checkpoint is kept."
+            )
+        return None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out, _ = self.losses(batch["frames"])
+        batch_size = batch["frames"].shape[0]
+        for name, value in out.items():
+            self.log(f"val/{name}", value, batch_size=batch_size, sync_dist=True)
+        self.log(keys.VAL_PSNR_NEXT, -10 * torch.log10(out["pixel_mse"].clamp_min(1e-10)), batch_size=batch_size,
+                 sync_dist=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["run_config"] = self.run_config
+        checkpoint["nonfinite_steps_skipped"] = self.skipped_nonfinite
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.run_config = checkpoint.get("run_config")
+        self.skipped_nonfinite = checkpoint.get("nonfinite_steps_skipped", 0)
+
+    # ------------------------------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def rollout(self, context: Tensor, n_frames: int, reencode: bool = False) -> Iterator[Tensor]:
+        """Yield ``n_frames`` generated frames (B, C, H, W) in [0, 1], one at a time, after ``context``.
+
+        context: (B, K, C, H, W) real frames, read in parallel mode (teacher-forced prefix); then the core's step
+        mode rolls out, feeding back the predicted latent (or, with ``reencode``, the encoded generated frame).
+        Memory stays constant for cores with a bounded state: nothing but the state is kept between frames.
+        """
+        z = self.codec.encode(to_unit(context).to(self.device))
+        z_hat, state = self.predict_latents(z)
+        z_next = z_hat[:, -1]
+        for i in range(n_frames):
+            frame = torch.sigmoid(self.codec.decode(z_next))
+            yield frame
+            if i + 1 == n_frames:
+                return
+            z_in = self.codec.encode(frame) if reencode else z_next
+            h, state = self.core.step(self.in_proj(z_in), state)
+            z_next = z_in + self.head(h)
+
+    @torch.no_grad()
+    def generate(self, context: Tensor, n_frames: int, reencode: bool = False) -> Tensor:
+        """context: (B, K, C, H, W) -> generated frames (B, n_frames, C, H, W) in [0, 1] (held in memory)."""
+        return torch.stack(list(self.rollout(context, n_frames, reencode)), dim=1)
+

@@ -1,0 +1,23 @@
+"""Where the configs live and how lists of config nodes become objects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "conf"
+
+
+# conf/paths resolves ${oc.env:PROJECT_ROOT}; set it on import so every entry point and test composes alike.
+os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
+
+
+def instantiate_list(cfg: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` node of a mapping (callbacks, loggers); null entries are skipped."""
+    if not cfg:
+        return []
+    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]

@@ -1,0 +1,31 @@
+"""Loggers: W&B offline unless the user has credentials or chose a mode."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+def wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        hosts = netrc.netrc(os.environ.get("NETRC", Path.home() / ".netrc")).hosts
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` when set, else ``online`` with credentials and ``offline`` without."""
+    return os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
+
+
+def wandb_logger(save_dir: str, **kwargs) -> WandbLogger:
+    """A ``WandbLogger`` in the mode ``wandb_mode()`` picks; kwargs go to ``WandbLogger``/``wandb.init``."""
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    mode = wandb_mode()
+    return WandbLogger(save_dir=save_dir, offline=mode == "offline", mode=mode, **kwargs)

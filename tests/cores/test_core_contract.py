@@ -1,0 +1,102 @@
+"""The core interface contract, checked for every registered core (a new core is tested by existing here)."""
+
+import io
+
+import pytest
+import torch
+
+from lightning_ssmvid.cores import available_cores, build_core, detach_state
+
+CORES = available_cores()
+D = 16
+
+
+def make(name: str, dtype=torch.float64):
+    torch.manual_seed(0)
+    return build_core(name, d_model=D, n_layers=2).to(dtype).eval()
+
+
+@pytest.mark.parametrize("name", CORES)
+@pytest.mark.parametrize("length", [1, 13, 37])
+def test_parallel_equals_step_rollout(name, length):
+    core = make(name)
+    u = torch.randn(2, length, D, dtype=torch.float64)
+    y, final = core(u)
+    state = core.initial_state(2, dtype=torch.float64)
+    steps = []
+    for u_t in u.unbind(1):
+        y_t, state = core.step(u_t, state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)
+    for key in final:
+        torch.testing.assert_close(state[key], final[key], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_parallel_equals_step_rollout_fp32(name):
+    core = make(name, torch.float32)
+    u = torch.randn(2, 29, D)
+    y, _ = core(u)
+    state = core.initial_state(2)
+    steps = []
+    for u_t in u.unbind(1):
+        y_t, state = core.step(u_t, state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_pieces_with_carried_state_equal_whole(name):
+    core = make(name)
+    u = torch.randn(3, 41, D, dtype=torch.float64)
+    y, _ = core(u)
+    pieces, state = [], None
+    for part in (u[:, :7], u[:, 7:30], u[:, 30:]):
+        y_part, state = core(part, state)
+        pieces.append(y_part)
+    torch.testing.assert_close(torch.cat(pieces, 1), y, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_causal(name):
+    core = make(name)
+    u = torch.randn(2, 24, D, dtype=torch.float64)
+    y, _ = core(u)
+    changed = u.clone()
+    changed[:, 11:] = torch.randn_like(changed[:, 11:])
+    y_changed, _ = core(changed)
+    torch.testing.assert_close(y_changed[:, :11], y[:, :11], rtol=0, atol=0)
+    assert not torch.allclose(y_changed[:, 11:], y[:, 11:])
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_state_is_batch_first_detachable_and_checkpointable(name):
+    core = make(name, torch.float32).train()
+    u = torch.randn(3, 9, D, requires_grad=True)
+    y, state = core(u)
+    y.square().mean().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in core.parameters())
+    assert u.grad is not None and torch.isfinite(u.grad).all()
+    assert state and all(value.shape[0] == 3 for value in state.values())
+    detached = detach_state(state)
+    assert not any(value.requires_grad for value in detached.values())
+    buffer = io.BytesIO()
+    torch.save(detached, buffer)
+    buffer.seek(0)
+    restored = torch.load(buffer)
+    core.eval()
+    with torch.no_grad():
+        a, _ = core(u[:, :4].detach(), restored)
+        b, _ = core(u[:, :4].detach(), detached)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_exposes_d_model_and_n_layers(name):
+    core = build_core(name, d_model=D, n_layers=3)
+    assert core.d_model == D
+
+
+def test_unknown_core_lists_valid_names():
+    with pytest.raises(ValueError, match="valid cores: .*gru"):
+        build_core("nope", d_model=D)

@@ -1,0 +1,90 @@
+"""End-to-end training through the real configs: every experiment, the smoke run's outputs, resume, bad names."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import open_dict
+
+from lightning_ssmvid.train import train
+from lightning_ssmvid.utils.config import PROJECT_ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml"))
+
+
+def shrink_data(cfg) -> None:
+    """Fewer synthetic clips (same clip length and model) so every experiment runs in seconds."""
+    with open_dict(cfg):
+        if cfg.data.get("generator"):
+            cfg.data.generator.n_train = min(cfg.data.generator.n_train, 2)
+            cfg.data.generator.n_val = min(cfg.data.generator.n_val, 1)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_fast_dev_run(compose_cfg, experiment):
+    cfg = compose_cfg(f"experiment={experiment}", "trainer.fast_dev_run=true", "logger=csv")
+    shrink_data(cfg)
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert "val/loss" in metrics
+
+
+def test_smoke_writes_checkpoint_csv_wandb_and_summary(compose_cfg):
+    cfg = compose_cfg("experiment=smoke", "trainer.max_epochs=2", "data.samples_per_epoch=16")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file()
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    assert any(row.get("val/loss") for row in rows) and any(row.get("train/loss") for row in rows)
+    assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run was written"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["core"] == "gru" and summary["name"] == "smoke"
+    assert summary["epochs"] == 2 and summary["params"]["core"] > 0
+    assert summary["best"]["val/loss"] <= summary["final"]["val/loss"]
+    assert summary["train/frames_per_s"] > 0
+
+
+def test_resume_matches_uninterrupted(compose_cfg, tmp_path):
+    common = ["experiment=smoke", "logger=none", "data.samples_per_epoch=16", "seed=7"]
+    full_cfg = compose_cfg(*common, "trainer.max_epochs=2")
+    full = train(full_cfg)
+    full_weights = torch.load(Path(full_cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+
+    first_cfg = compose_cfg(*common, "trainer.max_epochs=1")
+    with open_dict(first_cfg):
+        first_cfg.paths.output_dir = str(tmp_path / "first")
+    train(first_cfg)
+    resumed_cfg = compose_cfg(*common, "trainer.max_epochs=2",
+                              f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}")
+    with open_dict(resumed_cfg):
+        resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
+    resumed = train(resumed_cfg)
+    resumed_weights = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+
+    for key, value in full_weights["state_dict"].items():
+        torch.testing.assert_close(resumed_weights["state_dict"][key], value, rtol=1e-6, atol=1e-7)
+    assert resumed["val/loss"] == pytest.approx(full["val/loss"], rel=1e-5)
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["epochs"] == 2
+
+
+def test_unknown_experiment_lists_valid_names(compose_cfg):
+    with pytest.raises(ConfigCompositionException, match="smoke"):
+        compose_cfg("experiment=no_such_experiment")
+
+
+def test_unknown_core_lists_valid_names(compose_cfg):
+    cfg = compose_cfg("experiment=smoke", "core.name=no_such_core", "trainer.fast_dev_run=true", "logger=none")
+    with pytest.raises(Exception, match="valid cores: .*gru.*lstm"):
+        train(cfg)
+
+
+def test_wrong_config_key_is_rejected(compose_cfg):
+    with pytest.raises(ConfigCompositionException, match="no_such_key"):
+        compose_cfg("experiment=smoke", "trainer.no_such_key=1")
