@@ -1,0 +1,611 @@
+"""Long-memory synthetic videos: a coloured cue object hides behind a grey occluder for a known gap, then returns.
+
+Each clip shows 1 + ``n_distractors`` shapes bouncing on a black background. The *cue object* (drawn last, so
+nothing covers it but the occluder) has a colour from a palette of ``palette_size`` saturated colours; every other
+object is a pale tint that is never a palette colour, and the occluder, a full-height band at the left or right
+edge, is neutral grey. So while the cue object is fully behind the occluder, no pixel of the video tells its colour.
+
+One clip holds several *events*: the cue object is fully visible for at least ``min_visible`` frames, slides into
+the occluder when it reaches it, stays fully hidden for exactly ``gap`` frames (a value of ``gap_bins``), slides
+out and stays fully visible for at least ``reveal_frames`` frames (the *reveal window*, where recall is scored:
+``lightning_ssmvid.metrics.recall``). The colour never changes within a clip, so the memory distance of an event
+is its gap: the number of frames in which no pixel of the cue object is visible.
+
+Layout of a generated set (``generate_long_memory``)::
+
+    ROOT/long_memory-64px-1440f-<hash>/config.json
+        train/clip_00000.mp4   lossless H.264 (libx264rgb), decoded bit-exactly by decord
+        train/clip_00000.npz   per-frame arrays: positions (T, n_objects, 2) int16 (x, y of each object's
+                               top-left corner), cue_visible (T,) int16 (visible pixels of the cue object)
+        train/clip_00000.json  the sidecar (see ``plan_clip``); written last, so its presence marks the clip done
+        train/manifest.json    written after every clip of the split: the split is complete
+        val/ ... test/ ...
+
+Frames are re-rendered exactly from a sidecar (``render_frames``), so masks never need storing: ``cue_mask``
+rasterises the cue object's (visible) mask at any frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from lightning_ssmvid.data.video_io import VideoWriter
+from lightning_ssmvid.utils.files import config_hash, write_json_atomic
+
+GENERATOR_VERSION = 1  # bump when the rendered data change, so cached sets are regenerated
+SIDECAR_FORMAT = "long_memory/v1"
+SPLITS = ("train", "val", "test")
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+MANIFEST = "manifest.json"
+SHAPES = ("square", "disc", "diamond")  # all left-right symmetric: mirroring a clip mirrors positions only
+BACKGROUND = (0, 0, 0)
+OCCLUDER_RGB = (128, 128, 128)
+MAX_PALETTE = 16  # past 16 hues get too close (min RGB distance < 70)
+ARRAY_KEYS = ("positions", "cue_visible")
+
+
+def _as_type(value: Any, kind: type, name: str) -> int | float:
+    if kind is int and float(value) != int(value):
+        raise ValueError(f"{name} takes integers, got {value!r}")
+    return kind(value)
+
+
+@dataclass
+class LongMemoryConfig:
+    """Everything that determines the generated data (all of it goes into the cache hash).
+
+    Sizes are in pixels unless noted; ``object_size`` is a (min, max) fraction of ``frame_size``; ``speed`` is a
+    (min, max) speed in pixels per frame along each axis; ``n_distractors`` is an inclusive (min, max) range.
+    """
+
+    frame_size: int = 64
+    n_frames: int = 1440
+    fps: float = 24.0
+    palette_size: int = 8
+    n_distractors: tuple[int, int] = (0, 2)
+    gap_bins: tuple[int, ...] = (60, 240, 960)
+    min_visible: int = 16
+    reveal_frames: int = 8
+    object_size: tuple[float, float] = (0.125, 0.1875)
+    speed: tuple[float, float] = (1.0, 2.0)
+    n_train: int = 256
+    n_val: int = 32
+    n_test: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        # Lists from YAML/CLI -> tuples, so asdict() (and the hash) does not depend on the caller's container type.
+        # Likewise ints/floats by the field's default type (24 and 24.0 must hash alike).
+        for field in fields(LongMemoryConfig):
+            value, default = getattr(self, field.name), field.default
+            if isinstance(default, tuple):
+                value = tuple(_as_type(v, type(default[0]), field.name) for v in value)
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                value = _as_type(value, type(default), field.name)
+            setattr(self, field.name, value)
+        self.validate()
+
+    # Derived geometry -------------------------------------------------------------------------------------------
+    @property
+    def size_range(self) -> tuple[int, int]:
+        lo = max(3, round(self.frame_size * self.object_size[0]))
+        return lo, max(lo, round(self.frame_size * self.object_size[1]))
+
+    @property
+    def occluder_width(self) -> int:
+        return self.size_range[1] + max(2, self.frame_size // 16)
+
+    def event_overhead(self) -> int:
+        """Frames an event needs besides its gap, in the worst case over the random draws (see ``plan_clip``)."""
+        lo, hi = self.size_range
+        travel = self.frame_size - self.occluder_width - lo  # widest range of x while fully visible
+        wait = 2 * math.ceil(travel / self.speed[0]) + 2  # until the object next touches the occluder
+        transit = math.ceil(hi / self.speed[0]) + 1  # sliding fully in (or out)
+        visible = 2 * max(self.min_visible, self.reveal_frames)
+        return visible + wait + 2 * transit + self.reveal_frames + 1
+
+    def validate(self) -> None:
+        if self.frame_size < 16:
+            raise ValueError(f"frame_size must be >= 16, got {self.frame_size}")
+        if not 2 <= self.palette_size <= MAX_PALETTE:
+            raise ValueError(f"palette_size must be in [2, {MAX_PALETTE}], got {self.palette_size}")
+        lo, hi = self.n_distractors
+        if not 0 <= lo <= hi:
+            raise ValueError(f"n_distractors must be an inclusive range (min, max) with 0 <= min <= max, got {lo, hi}")
+        if not (0 < self.speed[0] <= self.speed[1]):
+            raise ValueError(f"speed must be (min, max) with 0 < min <= max, got {self.speed}")
+        if not (0 < self.object_size[0] <= self.object_size[1] < 0.5):
+            raise ValueError(f"object_size must be fractions (min, max), 0 < min <= max < 0.5: {self.object_size}")
+        if self.speed[1] >= self.size_range[0]:
+            raise ValueError(f"speed max {self.speed[1]} must be below the smallest object size {self.size_range[0]}")
+        if self.min_visible < 1 or self.reveal_frames < 1:
+            raise ValueError("min_visible and reveal_frames must be >= 1")
+        if not self.gap_bins or any(int(g) != g or g < 1 for g in self.gap_bins):
+            raise ValueError(f"gap_bins must be positive integers, got {self.gap_bins}")
+        if len(set(self.gap_bins)) != len(self.gap_bins):
+            raise ValueError(f"gap_bins must be distinct, got {self.gap_bins}")
+        overhead = self.event_overhead()
+        too_long = [g for g in self.gap_bins if g + overhead > self.n_frames]
+        if too_long:
+            raise ValueError(
+                f"gap bin(s) {too_long} do not fit in a clip of n_frames={self.n_frames}: an event needs its gap plus "
+                f"up to {overhead} frames (visible before hiding, waiting to reach the occluder, sliding in and out, "
+                f"reveal), i.e. n_frames >= {max(too_long) + overhead}; lower gap_bins or raise n_frames"
+            )
+        for split in SPLITS:
+            if getattr(self, f"n_{split}") < 0:
+                raise ValueError(f"n_{split} must be >= 0")
+
+    def counts(self) -> dict[str, int]:
+        return {split: getattr(self, f"n_{split}") for split in SPLITS}
+
+    def hash(self) -> str:
+        return config_hash({"generator": "long_memory", "version": GENERATOR_VERSION, **asdict(self)})
+
+    def dataset_name(self) -> str:
+        return f"long_memory-{self.frame_size}px-{self.n_frames}f-{self.hash()}"
+
+    def __call__(self, root: str | os.PathLike, workers: int | None = None, progress: bool = True) -> Path:
+        """``config(root)``: the generator callable the datamodule expects (see ``generate_long_memory``)."""
+        return generate_long_memory(root, self, workers=workers, progress=progress)
+
+
+class LongMemory(LongMemoryConfig):
+    """``LongMemoryConfig`` plus run options (not hashed): ``LongMemory(workers=4, n_frames=720, ...)(root)``."""
+
+    def __init__(self, workers: int | None = None, progress: bool = True, **config: Any):
+        super().__init__(**config)
+        self._workers, self._progress = workers, progress
+
+    def __call__(self, root: str | os.PathLike, workers: int | None = None, progress: bool | None = None) -> Path:
+        return generate_long_memory(
+            root, self.config(), workers=self._workers if workers is None else workers,
+            progress=self._progress if progress is None else progress,
+        )
+
+    def config(self) -> LongMemoryConfig:
+        return LongMemoryConfig(**asdict(self))
+
+
+# Colours ------------------------------------------------------------------------------------------------------------
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
+    import colorsys
+
+    return tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
+
+
+def make_palette(k: int) -> np.ndarray:
+    """(k, 3) uint8 clearly distinct saturated colours: evenly spaced hues, in rings of darker value past 12."""
+    if not 2 <= k <= MAX_PALETTE:
+        raise ValueError(f"palette size must be in [2, {MAX_PALETTE}], got {k}")
+    rings = math.ceil(k / 12)
+    colours = []
+    for i in range(k):
+        ring, j = i % rings, i // rings
+        per_ring = math.ceil(k / rings)
+        hue = j / per_ring + ring / (2 * per_ring)
+        colours.append(_hsv_to_rgb(hue, 1.0, 1.0 - 0.45 * ring))
+    return np.array(colours, np.uint8)
+
+
+def distractor_colours() -> np.ndarray:
+    """(6, 3) uint8 pale tints: far from every palette colour, the background and the occluder grey."""
+    return np.array([_hsv_to_rgb(i / 6 + 1 / 12, 0.3, 0.95) for i in range(6)], np.uint8)
+
+
+# Shapes -------------------------------------------------------------------------------------------------------------
+def shape_stamp(shape: str, size: int) -> np.ndarray:
+    """(size, size) bool mask of a shape in its bounding box."""
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[:size, :size]
+    if shape == "square":
+        return np.ones((size, size), bool)
+    if shape == "disc":
+        return (yy - c) ** 2 + (xx - c) ** 2 <= (size / 2) ** 2
+    if shape == "diamond":
+        return np.abs(yy - c) + np.abs(xx - c) <= size / 2
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+# Planning: the trajectory and events of one clip --------------------------------------------------------------------
+def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_IDS[split], int(index)]))
+
+
+def clip_name(index: int) -> str:
+    return f"clip_{index:05d}"
+
+
+def _rint(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _bounce(x: float, v: float, lo: float, hi: float) -> tuple[float, float]:
+    x += v
+    if x < lo:
+        x, v = 2 * lo - x, -v
+    if x > hi:
+        x, v = 2 * hi - x, -v
+    return min(max(x, lo), hi), v
+
+
+def _signed_speed(rng: np.random.Generator, speed: tuple[float, float]) -> float:
+    return float(rng.uniform(*speed)) * (1.0 if rng.random() < 0.5 else -1.0)
+
+
+def plan_clip(config: LongMemoryConfig, split: str, index: int) -> dict:
+    """The sidecar of clip ``index`` of ``split`` (deterministic), with its per-frame arrays as numpy arrays.
+
+    Sidecar fields: ``format``, ``clip``, ``split``, ``index``, ``seed``, ``n_frames``, ``fps``, ``frame_size``,
+    ``palette`` (K x RGB), ``background`` (RGB), ``occluder`` (``x0, x1, y0, y1`` half-open box, ``rgb``,
+    ``side``), ``objects`` (in drawing order; each ``shape``, ``size``, ``rgb``, ``role`` = cue/distractor,
+    ``palette_index`` or null), ``cue`` (``object`` index, ``palette_index``, ``rgb``), ``events`` (each:
+    ``gap`` = frames with no cue pixel visible = ``hide_end - hide_start + 1``, ``gap_bin``, ``last_full``
+    (last fully visible frame before hiding), ``hide_start``, ``hide_end``, ``reveal_start`` (first frame with
+    a cue pixel visible again), ``full_start`` (first fully visible frame after it), ``reveal_stop`` (exclusive:
+    ``full_start + reveal_frames``); the reveal window is ``[reveal_start, reveal_stop)``), ``arrays``.
+    Arrays (``ARRAY_KEYS``, stored in the ``.npz`` named by ``arrays``): ``positions`` (T, n_objects, 2) int16,
+    the top-left (x, y) of each object's ``size`` x ``size`` box; ``cue_visible`` (T,) int16, visible cue pixels.
+    """
+    cfg, rng = config, clip_rng(config.seed, split, index)
+    S, T = cfg.frame_size, cfg.n_frames
+    lo, hi = cfg.size_range
+    band = cfg.occluder_width
+    band_x0 = S - band  # simulated with the occluder on the right; mirrored afterwards for side="left"
+    palette = make_palette(cfg.palette_size)
+    pale = distractor_colours()
+
+    n_distractors = int(rng.integers(cfg.n_distractors[0], cfg.n_distractors[1] + 1))
+    side = "right" if rng.random() < 0.5 else "left"
+    cue_index = int(rng.integers(cfg.palette_size))
+    objects = []
+    for _ in range(n_distractors):
+        objects.append({
+            "shape": SHAPES[int(rng.integers(len(SHAPES)))], "size": int(rng.integers(lo, hi + 1)),
+            "rgb": pale[int(rng.integers(len(pale)))].tolist(), "role": "distractor", "palette_index": None,
+        })
+    cue_size = int(rng.integers(lo, hi + 1))
+    objects.append({
+        "shape": SHAPES[int(rng.integers(len(SHAPES)))], "size": cue_size,
+        "rgb": palette[cue_index].tolist(), "role": "cue", "palette_index": cue_index,
+    })
+    positions = np.zeros((T, len(objects), 2), np.int16)
+
+    # Distractors bounce everywhere (passing behind the occluder too).
+    for k, obj in enumerate(objects[:-1]):
+        s = obj["size"]
+        x, y = rng.uniform(0, S - s), rng.uniform(0, S - s)
+        vx, vy = _signed_speed(rng, cfg.speed), _signed_speed(rng, cfg.speed)
+        for t in range(T):
+            positions[t, k] = _rint(x), _rint(y)
+            x, vx = _bounce(x, vx, 0, S - s)
+            y, vy = _bounce(y, vy, 0, S - s)
+
+    # The cue object: a state machine visible -> entering -> hidden (gap frames) -> leaving -> visible ...
+    s = cue_size
+    x_max = band_x0 - s  # largest x at which the cue object is fully visible
+    x, y = rng.uniform(0, x_max), rng.uniform(0, S - s)
+    speed_x = float(rng.uniform(*cfg.speed))
+    vx, vy = speed_x * (1.0 if rng.random() < 0.5 else -1.0), _signed_speed(rng, cfg.speed)
+    transit = math.ceil(s / speed_x) + 1
+    visible_floor = max(cfg.min_visible, cfg.reveal_frames)
+    phase, n_full = "visible", 0
+    visible_min = int(rng.integers(visible_floor, 2 * visible_floor + 1))
+    planned: list[int] = []
+    hidden_left = 0
+    more_events = True
+    for t in range(T):
+        xi = _rint(x)
+        positions[t, -1] = xi, _rint(y)
+        n_full = n_full + 1 if phase == "visible" and xi <= x_max else n_full
+        # the position of frame t + 1
+        y, vy = _bounce(y, vy, 0, S - s)
+        if phase == "visible":
+            if more_events and n_full >= visible_min and vx > 0 and x + vx > x_max:
+                need = 2 * transit + cfg.reveal_frames + 1
+                if not planned:  # the first event cycles through the bins over clip indices: every bin is used
+                    choices = [cfg.gap_bins[index % len(cfg.gap_bins)]]
+                    assert t + 1 + need + choices[0] <= T, "event overhead bound violated (a bug)"
+                else:
+                    choices = [g for g in cfg.gap_bins if t + 1 + need + g <= T]
+                if choices:
+                    planned.append(int(choices[int(rng.integers(len(choices)))]))
+                    phase, x = "entering", x + vx
+                    continue
+                more_events = False
+            x, vx = _bounce(x, vx, 0, x_max)
+        elif phase == "entering":
+            x += speed_x
+            if _rint(x) >= band_x0:  # fully behind the occluder from frame t + 1 on
+                x, phase, hidden_left = min(x, S - s), "hidden", planned[-1]
+        elif phase == "hidden":
+            hidden_left -= 1
+            if hidden_left == 0:
+                x, phase = band_x0 - max(1.0, speed_x), "leaving"
+        elif phase == "leaving":
+            x -= speed_x
+            if _rint(x) <= x_max:
+                x, vx, phase, n_full = max(x, 0.0), -speed_x, "visible", 0
+                visible_min = int(rng.integers(visible_floor, 2 * visible_floor + 1))
+    if side == "left":  # mirror (every shape is left-right symmetric)
+        sizes = np.array([o["size"] for o in objects], np.int16)
+        positions[..., 0] = S - sizes[None, :] - positions[..., 0]
+        occluder_x = (0, band)
+    else:
+        occluder_x = (band_x0, S)
+
+    sidecar = {
+        "format": SIDECAR_FORMAT, "generator_version": GENERATOR_VERSION,
+        "clip": clip_name(index), "split": split, "index": int(index), "seed": int(cfg.seed),
+        "n_frames": T, "fps": cfg.fps, "frame_size": S,
+        "palette": palette.tolist(), "background": list(BACKGROUND),
+        "occluder": {
+            "x0": occluder_x[0], "x1": occluder_x[1], "y0": 0, "y1": S, "rgb": list(OCCLUDER_RGB), "side": side,
+        },
+        "objects": objects,
+        "cue": {"object": len(objects) - 1, "palette_index": cue_index, "rgb": palette[cue_index].tolist()},
+        "reveal_frames": cfg.reveal_frames, "min_visible": cfg.min_visible,
+        "arrays": f"{clip_name(index)}.npz",
+    }
+    sidecar["positions"] = positions
+    visible = np.array([cue_mask(sidecar, t).sum() for t in range(T)], np.int16)
+    sidecar["cue_visible"] = visible
+    full = int(shape_stamp(objects[-1]["shape"], s).sum())
+    sidecar["events"] = _find_events(visible, full, planned, cfg.reveal_frames)
+    return sidecar
+
+
+def _find_events(visible: np.ndarray, full: int, planned: Sequence[int], reveal_frames: int) -> list[dict]:
+    """Events measured on the rasterised visibility of the cue object (so they are exact by construction)."""
+    hidden = visible == 0
+    edges = np.diff(np.concatenate([[0], hidden.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    assert len(starts) == len(planned), f"planned {len(planned)} hidden periods, rasterised {len(starts)} (a bug)"
+    events = []
+    for h0, h1, gap in zip(starts, ends, planned):
+        assert h1 - h0 + 1 == gap, f"hidden for {h1 - h0 + 1} frames, planned {gap} (a bug)"
+        before = np.flatnonzero(visible[:h0] == full)
+        full_start = int(h1 + 1 + np.flatnonzero(visible[h1 + 1:] == full)[0])
+        stop = full_start + reveal_frames
+        assert stop <= len(visible) and (visible[full_start:stop] == full).all(), "reveal window cut short (a bug)"
+        events.append({
+            "gap": int(gap), "gap_bin": int(gap), "last_full": int(before[-1]), "hide_start": int(h0),
+            "hide_end": int(h1), "reveal_start": int(h1 + 1), "full_start": full_start, "reveal_stop": int(stop),
+        })
+    return events
+
+
+# Sidecars, masks and frames -----------------------------------------------------------------------------------------
+def load_sidecar(path: str | os.PathLike) -> dict:
+    """The sidecar of a clip (``path``: its .json, .mp4 or .npz), with its arrays loaded under ``"positions"`` and
+    ``"cue_visible"`` (numpy)."""
+    path = Path(path).with_suffix(".json")
+    sidecar = json.loads(path.read_text())
+    with np.load(path.with_name(sidecar["arrays"])) as arrays:
+        sidecar.update({key: arrays[key] for key in ARRAY_KEYS})
+    return sidecar
+
+
+def object_mask(sidecar: dict, obj: int, t: int) -> np.ndarray:
+    """(S, S) bool: pixels covered by object ``obj`` at frame ``t`` (ignoring anything drawn over it)."""
+    S = sidecar["frame_size"]
+    spec = sidecar["objects"][obj]
+    x, y = (int(v) for v in sidecar["positions"][t, obj])
+    mask = np.zeros((S, S), bool)
+    mask[y : y + spec["size"], x : x + spec["size"]] = shape_stamp(spec["shape"], spec["size"])
+    return mask
+
+
+def cue_mask(sidecar: dict, t: int, visible: bool = True) -> np.ndarray:
+    """(S, S) bool mask of the cue object at frame ``t``; with ``visible``, only its pixels not behind the occluder
+    (the cue object is drawn over every other object, so this is exactly where its colour shows in the frame)."""
+    mask = object_mask(sidecar, sidecar["cue"]["object"], t)
+    if visible:
+        occ = sidecar["occluder"]
+        mask[occ["y0"] : occ["y1"], occ["x0"] : occ["x1"]] = False
+    return mask
+
+
+def render_frames(sidecar: dict, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Yield frames ``start..stop-1`` (S, S, 3) uint8 of a clip, exactly as written to its MP4."""
+    S = sidecar["frame_size"]
+    stop = sidecar["n_frames"] if stop is None else stop
+    positions = sidecar["positions"]
+    objs = [(k, o["size"], shape_stamp(o["shape"], o["size"]), np.array(o["rgb"], np.uint8))
+            for k, o in enumerate(sidecar["objects"])]
+    occ = sidecar["occluder"]
+    background, grey = np.array(sidecar["background"], np.uint8), np.array(occ["rgb"], np.uint8)
+    for t in range(start, stop):
+        frame = np.empty((S, S, 3), np.uint8)
+        frame[:] = background
+        for k, s, stamp, rgb in objs:  # drawing order: distractors, then the cue object
+            x, y = positions[t, k]
+            frame[y : y + s, x : x + s][stamp] = rgb
+        frame[occ["y0"] : occ["y1"], occ["x0"] : occ["x1"]] = grey
+        yield frame
+
+
+# Writing ------------------------------------------------------------------------------------------------------------
+def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
+
+
+def clip_complete(split_dir: Path, index: int) -> bool:
+    name = clip_name(index)
+    return all((split_dir / f"{name}{ext}").is_file() for ext in (".json", ".mp4", ".npz"))
+
+
+def write_clip(config: LongMemoryConfig, split: str, index: int, split_dir: str | os.PathLike) -> Path:
+    """Render and write one clip: the MP4 (atomic, streamed), then the arrays, then the JSON sidecar, last."""
+    split_dir = Path(split_dir)
+    sidecar = plan_clip(config, split, index)
+    name = clip_name(index)
+    with VideoWriter(split_dir / f"{name}.mp4", fps=config.fps, lossless=True) as writer:
+        for frame in render_frames(sidecar):
+            writer.write(frame)
+    _save_npz_atomic(split_dir / f"{name}.npz", {key: sidecar[key] for key in ARRAY_KEYS})
+    write_json_atomic(split_dir / f"{name}.json", {k: v for k, v in sidecar.items() if k not in ARRAY_KEYS})
+    return split_dir / f"{name}.mp4"
+
+
+def _write_clip_task(args: tuple) -> tuple[str, int]:
+    config_dict, split, index, split_dir = args
+    write_clip(LongMemoryConfig(**config_dict), split, index, split_dir)
+    return split, index
+
+
+def _manifest_ok(dataset_dir: Path, config: LongMemoryConfig) -> bool:
+    for split, count in config.counts().items():
+        try:
+            manifest = json.loads((dataset_dir / split / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return False
+        if manifest.get("count") != count or manifest.get("config_hash") != config.hash():
+            return False
+    return True
+
+
+def _remove_stale(split_dir: Path) -> None:
+    """Temporary files of an interrupted run (hidden ``.name.partial*`` / ``.name.tmp*``)."""
+    for path in split_dir.glob(".*"):
+        if ".partial" in path.name or ".tmp" in path.name:
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (POSIX), so concurrent callers (e.g. DDP ranks) generate once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def generate_long_memory(
+    root: str | os.PathLike, config: LongMemoryConfig | None = None, workers: int | None = None, progress: bool = True
+) -> Path:
+    """Write the data set for ``config`` under ``root`` (once) and return its folder (``train/ val/ test/``).
+
+    The folder name carries a hash of the config: a second call with the same config returns at once. Clips are
+    written in parallel (``workers`` processes, default ``min(2, cpu count)``; ``<= 1``: in this process), each
+    atomically; a split is complete when its ``manifest.json`` exists. A rerun after an interruption writes only
+    the clips that are missing or incomplete.
+    """
+    config = config or LongMemoryConfig()
+    config.validate()
+    dataset_dir = Path(root) / config.dataset_name()
+    if _manifest_ok(dataset_dir, config):
+        return dataset_dir
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(dataset_dir / ".lock"):
+        if _manifest_ok(dataset_dir, config):  # another process finished it while we waited
+            return dataset_dir
+        write_json_atomic(dataset_dir / "config.json", {
+            "generator": "long_memory", "version": GENERATOR_VERSION, "hash": config.hash(), "config": asdict(config),
+        })
+        pending: list[tuple[str, int]] = []
+        remaining: dict[str, int] = {}
+        for split, count in config.counts().items():
+            split_dir = dataset_dir / split
+            split_dir.mkdir(exist_ok=True)
+            _remove_stale(split_dir)
+            todo = [(split, i) for i in range(count) if not clip_complete(split_dir, i)]
+            pending += todo
+            remaining[split] = len(todo)
+
+        def finish(split: str) -> None:
+            write_json_atomic(dataset_dir / split / MANIFEST, {
+                "generator": "long_memory", "config_hash": config.hash(), "split": split,
+                "count": config.counts()[split], "clips": [clip_name(i) for i in range(config.counts()[split])],
+            })
+
+        for split, n in remaining.items():
+            if n == 0:
+                finish(split)
+        workers = default_workers() if workers is None else workers
+        tasks = [(asdict(config), split, i, str(dataset_dir / split)) for split, i in pending]
+        pool = None
+        if workers > 1 and len(tasks) > 1:
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)))  # before rich starts a thread
+        try:
+            from rich.progress import Progress
+
+            results = pool.imap_unordered(_write_clip_task, tasks) if pool else map(_write_clip_task, tasks)
+            with Progress(disable=not progress or not tasks) as bar:
+                job = bar.add_task(f"long-memory clips -> {dataset_dir.name}", total=len(tasks))
+                for split, _ in results:
+                    bar.advance(job)
+                    remaining[split] -= 1
+                    if remaining[split] == 0:
+                        finish(split)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+    return dataset_dir
+
+
+def list_clips(split_dir: str | os.PathLike) -> list[Path]:
+    """The MP4 files of a complete split, in order (from its manifest)."""
+    split_dir = Path(split_dir)
+    manifest = json.loads((split_dir / MANIFEST).read_text())
+    return [split_dir / f"{name}.mp4" for name in manifest["clips"]]
+
+
+# CLI ----------------------------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_ssmvid.data.long_memory", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--root", required=True, help="folder under which the data set folder is created")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: min(2, cpu count))")
+    parser.add_argument("--no-progress", action="store_true")
+    for field in fields(LongMemoryConfig):
+        default = field.default
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(default, tuple):
+            parser.add_argument(flag, type=type(default[0]), nargs="+", default=default, help=f"default: {default}")
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = vars(_parser().parse_args(argv))
+    root, workers, progress = args.pop("root"), args.pop("workers"), not args.pop("no_progress")
+    try:
+        config = LongMemoryConfig(**args)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
+    out = generate_long_memory(root, config, workers=workers, progress=progress)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
