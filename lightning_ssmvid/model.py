@@ -64,18 +64,21 @@ class VideoModel(L.LightningModule):
         h, state = self.core(self.in_proj(z), state)
         return z + self.head(h), state
 
-    def losses(self, frames: Tensor, state: State | None = None) -> tuple[dict[str, Tensor], State]:
-        """frames: (B, T, C, H, W) -> named losses and the core state after the last frame."""
+    def losses(self, frames: Tensor, state: State | None = None, valid: Tensor | None = None
+               ) -> tuple[dict[str, Tensor], State]:
+        """frames: (B, T, C, H, W) -> named losses (means over the ``valid`` (B,) clips) and the final core state."""
         x = to_unit(frames)
+        weight = torch.ones(x.shape[0], device=x.device) if valid is None else valid.to(x.device, x.dtype)
+        weight = weight / weight.sum().clamp_min(1)  # an all-invalid (padding) batch gives a zero loss, graph intact
+        mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
         z = self.codec.encode(x)
         z_hat, state = self.predict_latents(z, state)
         out = {
-            "pixel_mse": F.mse_loss(torch.sigmoid(self.codec.decode(z_hat[:, :-1])), x[:, 1:]),
-            "latent_mse": F.mse_loss(z_hat[:, :-1], z[:, 1:].detach()),
+            "pixel_mse": mse(torch.sigmoid(self.codec.decode(z_hat[:, :-1])), x[:, 1:]),
+            "latent_mse": mse(z_hat[:, :-1], z[:, 1:].detach()),
         }
-        out["recon_mse"] = (
-            F.mse_loss(torch.sigmoid(self.codec.decode(z)), x) if self.recon_weight else out["pixel_mse"].new_zeros(())
-        )
+        out["recon_mse"] = mse(torch.sigmoid(self.codec.decode(z)), x) if self.recon_weight else torch.zeros_like(
+            out["pixel_mse"])
         out["loss"] = (self.pixel_weight * out["pixel_mse"] + self.recon_weight * out["recon_mse"]
                        + self.latent_weight * out["latent_mse"])
         return out, state
@@ -88,10 +91,11 @@ class VideoModel(L.LightningModule):
         fresh = self.core.initial_state(batch_size, device=self.device, dtype=self.dtype)
         if self.stream_state is None or next(iter(self.stream_state.values())).shape[0] != batch_size:
             return fresh
-        return reset_state_slots(self.stream_state, fresh, batch["reset"])
+        reset = batch["reset"] | ~batch["valid"] if "valid" in batch else batch["reset"]
+        return reset_state_slots(self.stream_state, fresh, reset)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
-        out, state = self.losses(batch["frames"], self._carried_state(batch))
+        out, state = self.losses(batch["frames"], self._carried_state(batch), batch.get("valid"))
         if "reset" in batch:
             self.stream_state = detach_state(state)
         if not torch.isfinite(out["loss"]):
@@ -132,10 +136,12 @@ class VideoModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["run_config"] = self.run_config
         checkpoint["nonfinite_steps_skipped"] = self.skipped_nonfinite
+        checkpoint["stream_state"] = self.stream_state  # a resumed stream goes on with the state it had
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("run_config")
         self.skipped_nonfinite = checkpoint.get("nonfinite_steps_skipped", 0)
+        self.stream_state = checkpoint.get("stream_state")
 
     # ------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -163,3 +169,17 @@ class VideoModel(L.LightningModule):
         """context: (B, K, C, H, W) -> generated frames (B, n_frames, C, H, W) in [0, 1] (held in memory)."""
         return torch.stack(list(self.rollout(context, n_frames, reencode)), dim=1)
 
+
+
+def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:
+    """Rebuild a VideoModel from a checkpoint alone (its resolved run config travels inside it)."""
+    from hydra.utils import instantiate
+
+    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    run_config = checkpoint.get("run_config")
+    if not run_config:
+        raise ValueError(f"{ckpt_path} holds no run_config: it was not written by lightning_ssmvid.train")
+    model = instantiate(run_config["model"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.run_config = run_config
+    return model.eval()

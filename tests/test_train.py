@@ -88,3 +88,35 @@ def test_unknown_core_lists_valid_names(compose_cfg):
 def test_wrong_config_key_is_rejected(compose_cfg):
     with pytest.raises(ConfigCompositionException, match="no_such_key"):
         compose_cfg("experiment=smoke", "trainer.no_such_key=1")
+
+
+LONG_MEMORY_TINY = [
+    "data=long_memory", "data.generator.n_frames=200", "data.generator.gap_bins=[10,20]", "data.generator.n_train=3",
+    "data.generator.n_val=1", "data.generator.n_test=1", "data.clip_length=20", "data.batch_size=2",
+    "data.frame_size=32", "core.d_model=16", "codec.latent_dim=16", "codec.width=4", "logger=none", "seed=3",
+]
+
+
+def test_stream_resume_mid_epoch_matches_uninterrupted(compose_cfg, tmp_path):
+    """A run killed mid-epoch (checkpoint at step 3 of 20) and resumed ends exactly like an uninterrupted one."""
+
+    def run(out: str, ckpt_path: str | None = None) -> Path:
+        cfg = compose_cfg(*LONG_MEMORY_TINY, "trainer.max_steps=7", "trainer.max_epochs=5",
+                          "+callbacks.model_checkpoint.every_n_train_steps=3", "callbacks.model_checkpoint.monitor=null",
+                          "callbacks.model_checkpoint.save_top_k=-1", "callbacks.model_checkpoint.filename='step{step}'",
+                          f"ckpt_path={ckpt_path}" if ckpt_path else "ckpt_path=null")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / out)
+        train(cfg)
+        return tmp_path / out / "checkpoints"
+
+    full_dir = run("full")
+    mid_epoch = full_dir / "step3.ckpt"
+    assert mid_epoch.is_file()
+    resumed_dir = run("resumed", ckpt_path=str(mid_epoch))
+    full, resumed = (torch.load(d / "step6.ckpt", weights_only=False) for d in (full_dir, resumed_dir))
+    assert full["global_step"] == resumed["global_step"] == 6
+    for key, value in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-6, atol=1e-7)
+    for key, value in full["stream_state"].items():
+        torch.testing.assert_close(resumed["stream_state"][key], value, rtol=1e-6, atol=1e-7)

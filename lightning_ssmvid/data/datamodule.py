@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from lightning_ssmvid.data.video_folder import (
     ClipDataset, FixedClipSampler, RandomClipSampler, VideoEntry, collate_clips, scan_videos, split_videos,
 )
+from lightning_ssmvid.data.streaming import StreamBatchSampler
 from lightning_ssmvid.data.video_io import list_videos
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,11 @@ class VideoDataModule(L.LightningDataModule):
     ``generator`` (optional) is a callable ``generator(root) -> dataset_dir`` that writes a synthetic set once
     (cached by its config); without it, ``root`` is a folder of the user's videos (``train/``/``val/`` subfolders,
     or a deterministic ``val_fraction`` split of the files).
+
+    ``sampling="random"``: random clips of ``clip_length``. ``sampling="stream"``: each batch slot walks one video in
+    consecutive ``clip_length`` segments; batches add ``reset``/``valid`` (B,) flags and the model carries the core
+    state between them. The stream position is saved in checkpoints (``state_dict``) so a resumed run goes on from
+    the next unseen batch. Both modes shard by DDP rank themselves (use ``trainer.use_distributed_sampler=false``).
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class VideoDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         val_clips_per_video: int = 1,
         val_fraction: float = 0.1,
+        sampling: str = "random",
         seed: int = 0,
     ):
         super().__init__()
@@ -46,9 +53,12 @@ class VideoDataModule(L.LightningDataModule):
         self.clip_length, self.frame_size, self.stride = clip_length, frame_size, stride
         self.batch_size, self.num_workers = batch_size, num_workers
         self.samples_per_epoch, self.val_clips_per_video = samples_per_epoch, val_clips_per_video
-        self.val_fraction, self.seed = val_fraction, seed
+        if sampling not in ("random", "stream"):
+            raise ValueError(f"data.sampling must be 'random' or 'stream', got {sampling!r}")
+        self.val_fraction, self.sampling, self.seed = val_fraction, sampling, seed
         self.skipped: dict[str, int] = {}
         self.train_set = self.val_set = None
+        self.stream_position = {"epoch": -1, "consumed": 0}  # batches of the epoch the model has trained on
 
     @property
     def dataset_dir(self) -> Path:
@@ -80,18 +90,44 @@ class VideoDataModule(L.LightningDataModule):
                 span = (self.clip_length - 1) * self.stride + 1
                 raise FileNotFoundError(f"no readable video with at least {span} frames in {folder} ({split} split; "
                                         f"skipped: {self.skipped or 'none'})")
-        make = lambda videos: ClipDataset(videos, self.clip_length, self.frame_size, self.stride)  # noqa: E731
+        make = lambda videos: ClipDataset(videos, self.clip_length, self.frame_size, self.stride,  # noqa: E731
+                                         max_open_readers=max(8, 2 * self.batch_size))
         self.train_set, self.val_set = make(splits["train"]), make(splits["val"])
 
-    def _loader(self, dataset: ClipDataset, sampler) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=collate_clips, persistent_workers=self.num_workers > 0,
-        )
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, dataset: ClipDataset, sampler=None, batch_sampler=None) -> DataLoader:
+        batching = {"batch_sampler": batch_sampler} if batch_sampler else {"batch_size": self.batch_size,
+                                                                          "sampler": sampler}
+        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_clips,
+                          persistent_workers=self.num_workers > 0, **batching)
 
     def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank()
+        if self.sampling == "stream":
+            sampler = StreamBatchSampler([v.n_frames for v in self.train_set.videos], self.batch_size,
+                                         self.clip_length, self.stride, self.seed, rank, world_size)
+            if self.stream_position["epoch"] >= 0:  # resuming: start after the batches already trained on
+                sampler.epoch, sampler.skip = self.stream_position["epoch"], self.stream_position["consumed"]
+            return self._loader(self.train_set, batch_sampler=sampler)
         num_samples = self.samples_per_epoch or len(self.train_set.videos)
-        return self._loader(self.train_set, RandomClipSampler(self.train_set, num_samples, seed=self.seed))
+        return self._loader(self.train_set, RandomClipSampler(self.train_set, num_samples, self.seed, rank, world_size))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, FixedClipSampler(self.val_set, self.val_clips_per_video))
+        rank, world_size = self._rank()
+        return self._loader(self.val_set, FixedClipSampler(self.val_set, self.val_clips_per_video, rank, world_size))
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Count the training batches the model actually consumes (prefetched ones are not yet consumed)."""
+        trainer = getattr(self, "trainer", None)
+        if "batch_index" in batch and trainer is not None and trainer.training:
+            self.stream_position = {"epoch": trainer.current_epoch, "consumed": int(batch["batch_index"][0]) + 1}
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"stream_position": dict(self.stream_position)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.stream_position = dict(state_dict.get("stream_position", self.stream_position))

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lightning_ssmvid.data.streaming import SegmentItem
 from lightning_ssmvid.data.video_io import open_video, read_frames
 
 log = logging.getLogger(__name__)
@@ -73,23 +74,36 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, item: tuple[int, int]) -> dict:
+    def __getitem__(self, item) -> dict:
+        """``item``: ``(video, start)`` or a streaming ``SegmentItem`` (which adds ``reset``/``valid`` flags)."""
+        if isinstance(item, SegmentItem):
+            shape = (self.clip_length, 3, self.frame_size, self.frame_size)
+            frames = self._read(item.video, item.start) if item.valid else torch.zeros(shape, dtype=torch.uint8)
+            return {"frames": frames, "video": item.video, "start": item.start, "reset": item.reset,
+                    "valid": item.valid, "batch_index": item.batch_index}
         index, start = item
-        frames = read_frames(self._reader(index), start, self.clip_length, self.stride, self.frame_size)
-        return {"frames": frames, "video": index, "start": start}
+        return {"frames": self._read(index, start), "video": index, "start": start}
+
+    def _read(self, index: int, start: int) -> torch.Tensor:
+        return read_frames(self._reader(index), start, self.clip_length, self.stride, self.frame_size)
 
     def __getstate__(self):  # readers hold native handles: each worker opens its own
         return {**self.__dict__, "_readers": OrderedDict()}
 
 
 class RandomClipSampler(Sampler):
-    """``num_samples`` random ``(video, start)`` pairs per epoch, drawn from ``(seed, epoch)`` only.
+    """``num_samples`` random ``(video, start)`` pairs per epoch, drawn from ``(seed, epoch)`` only, dealt to ranks.
 
-    Depending on nothing but the seed and the epoch makes a resumed run see exactly the clips of an uninterrupted one.
+    Depending on nothing but the seed and the epoch makes a resumed run see exactly the clips of an uninterrupted one;
+    rank ``r`` of ``world_size`` takes draws ``r, r + world_size, ...`` (``num_samples`` is rounded up to a multiple
+    of ``world_size`` so every rank runs the same number of steps).
     """
 
-    def __init__(self, dataset: ClipDataset, num_samples: int, seed: int = 0):
-        self.dataset, self.num_samples, self.seed, self.epoch = dataset, num_samples, seed, 0
+    def __init__(self, dataset: ClipDataset, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.rank, self.world_size = rank, world_size
+        self.total = -(-num_samples // world_size) * world_size
+        self.num_samples = self.total // world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -99,21 +113,26 @@ class RandomClipSampler(Sampler):
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        videos = rng.integers(0, len(self.dataset.videos), self.num_samples)
-        for index in videos:
-            last_start = self.dataset.videos[index].n_frames - self.dataset.span
-            yield int(index), int(rng.integers(0, last_start + 1))
+        videos = rng.integers(0, len(self.dataset.videos), self.total)
+        last_starts = np.array([video.n_frames - self.dataset.span for video in self.dataset.videos])
+        starts = (rng.random(self.total) * (last_starts[videos] + 1)).astype(int)
+        for index, start in list(zip(videos, starts))[self.rank :: self.world_size]:
+            yield int(index), int(start)
 
 
 class FixedClipSampler(Sampler):
-    """Validation clips: ``clips_per_video`` evenly spaced clips of every video, always the same."""
+    """Validation clips: ``clips_per_video`` evenly spaced clips of every video, always the same.
 
-    def __init__(self, dataset: ClipDataset, clips_per_video: int = 1):
-        self.items = []
+    Rank ``r`` takes items ``r, r + world_size, ...``: no padding duplicates, so sums over ranks are exact.
+    """
+
+    def __init__(self, dataset: ClipDataset, clips_per_video: int = 1, rank: int = 0, world_size: int = 1):
+        items = []
         for index, video in enumerate(dataset.videos):
             last_start = video.n_frames - dataset.span
             starts = np.linspace(0, last_start, clips_per_video).round().astype(int)
-            self.items += [(index, int(start)) for start in sorted(set(starts.tolist()))]
+            items += [(index, int(start)) for start in sorted(set(starts.tolist()))]
+        self.items = items[rank::world_size]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -136,8 +155,9 @@ def split_videos(videos: list[VideoEntry], val_fraction: float) -> dict[str, lis
 
 
 def collate_clips(items: list[dict]) -> dict:
-    return {
-        "frames": torch.stack([item["frames"] for item in items]),
-        "video": torch.tensor([item["video"] for item in items]),
-        "start": torch.tensor([item["start"] for item in items]),
-    }
+    """Stack frames (B, T, 3, S, S) and turn the per-item scalars into (B,) tensors."""
+    batch = {"frames": torch.stack([item["frames"] for item in items])}
+    for key in items[0]:
+        if key != "frames":
+            batch[key] = torch.tensor([item[key] for item in items])
+    return batch
