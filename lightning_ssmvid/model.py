@@ -16,6 +16,12 @@ from lightning_ssmvid.metrics import keys
 log = logging.getLogger(__name__)
 
 
+def clip_shape(batch: dict) -> tuple[int, int]:
+    """(B, T) of a batch of frames or latents."""
+    data = batch["frames"] if "frames" in batch else batch["latents"]
+    return data.shape[0], data.shape[1]
+
+
 def to_unit(frames: Tensor) -> Tensor:
     """uint8 frames -> float in [0, 1]; float frames are passed through."""
     return frames.float().div(255) if frames.dtype == torch.uint8 else frames
@@ -30,6 +36,8 @@ class VideoModel(L.LightningModule):
     + latent_weight * mse(z_hat[t], sg(z[t+1]))``.
     A batch with a ``"reset"`` (B,) flag is a stream segment: the core state is carried (detached) from the
     previous batch and reset where the flag is set (truncated backprop through time).
+    A batch of ``"latents"`` (B, T, latent) instead of frames (two-stage training, ``freeze_codec=True``) trains the
+    core and head on the latent loss alone.
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class VideoModel(L.LightningModule):
         pixel_weight: float = 1.0,
         recon_weight: float = 1.0,
         latent_weight: float = 0.1,
+        freeze_codec: bool = False,
         max_nonfinite_steps: int = 20,
     ):
         super().__init__()
@@ -52,6 +61,9 @@ class VideoModel(L.LightningModule):
         self.head = nn.Linear(d_model, latent_dim)
         nn.init.zeros_(self.head.weight)  # start as "next latent = this latent", a strong baseline for video
         nn.init.zeros_(self.head.bias)
+        if freeze_codec:  # two-stage: the shared stage-1 codec stays exactly as trained
+            self.codec.requires_grad_(False)
+        self.codec_source: str | None = None  # where the codec weights came from (stage 1), for the run summary
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_in_a_row = 0
         self.skipped_nonfinite = 0
@@ -64,30 +76,31 @@ class VideoModel(L.LightningModule):
         h, state = self.core(self.in_proj(z), state)
         return z + self.head(h), state
 
-    def losses(self, frames: Tensor, state: State | None = None, valid: Tensor | None = None
-               ) -> tuple[dict[str, Tensor], State]:
-        """frames: (B, T, C, H, W) -> named losses (means over the ``valid`` (B,) clips) and the final core state."""
-        x = to_unit(frames)
-        weight = torch.ones(x.shape[0], device=x.device) if valid is None else valid.to(x.device, x.dtype)
+    def losses(self, batch: dict, state: State | None = None) -> tuple[dict[str, Tensor], State]:
+        """Named losses of a batch of ``"frames"`` (B, T, C, H, W) or ``"latents"`` (B, T, latent), averaged over its
+        ``"valid"`` (B,) clips when given; and the core state after the last frame."""
+        frames = batch.get("frames")
+        x = None if frames is None else to_unit(frames)
+        z = self.codec.encode(x) if x is not None else batch["latents"].to(self.dtype)
+        weight = batch["valid"].to(z) if "valid" in batch else torch.ones(z.shape[0], device=z.device)
         weight = weight / weight.sum().clamp_min(1)  # an all-invalid (padding) batch gives a zero loss, graph intact
         mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
-        z = self.codec.encode(x)
         z_hat, state = self.predict_latents(z, state)
-        out = {
-            "pixel_mse": mse(torch.sigmoid(self.codec.decode(z_hat[:, :-1])), x[:, 1:]),
-            "latent_mse": mse(z_hat[:, :-1], z[:, 1:].detach()),
-        }
-        out["recon_mse"] = mse(torch.sigmoid(self.codec.decode(z)), x) if self.recon_weight else torch.zeros_like(
-            out["pixel_mse"])
-        out["loss"] = (self.pixel_weight * out["pixel_mse"] + self.recon_weight * out["recon_mse"]
-                       + self.latent_weight * out["latent_mse"])
+        out = {"latent_mse": mse(z_hat[:, :-1], z[:, 1:].detach())}
+        out["loss"] = self.latent_weight * out["latent_mse"]
+        if x is not None:
+            out["pixel_mse"] = mse(torch.sigmoid(self.codec.decode(z_hat[:, :-1])), x[:, 1:])
+            out["loss"] = out["loss"] + self.pixel_weight * out["pixel_mse"]
+            if self.recon_weight:
+                out["recon_mse"] = mse(torch.sigmoid(self.codec.decode(z)), x)
+                out["loss"] = out["loss"] + self.recon_weight * out["recon_mse"]
         return out, state
 
     # -------------------------------------------------------------------------------------------- training
     def _carried_state(self, batch: dict) -> State | None:
         if "reset" not in batch:
             return None
-        batch_size = batch["frames"].shape[0]
+        batch_size = batch["reset"].shape[0]
         fresh = self.core.initial_state(batch_size, device=self.device, dtype=self.dtype)
         if self.stream_state is None or next(iter(self.stream_state.values())).shape[0] != batch_size:
             return fresh
@@ -95,13 +108,13 @@ class VideoModel(L.LightningModule):
         return reset_state_slots(self.stream_state, fresh, reset)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
-        out, state = self.losses(batch["frames"], self._carried_state(batch), batch.get("valid"))
+        out, state = self.losses(batch, self._carried_state(batch))
         if "reset" in batch:
             self.stream_state = detach_state(state)
         if not torch.isfinite(out["loss"]):
             return self._skip_nonfinite(batch_idx)
         self.nonfinite_in_a_row = 0
-        batch_size = batch["frames"].shape[0]
+        batch_size = clip_shape(batch)[0]
         for name, value in out.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch_size)
         return out["loss"]
@@ -120,15 +133,16 @@ class VideoModel(L.LightningModule):
         return None
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out, _ = self.losses(batch["frames"])
-        batch_size = batch["frames"].shape[0]
+        out, _ = self.losses(batch)
+        batch_size = clip_shape(batch)[0]
         for name, value in out.items():
             self.log(f"val/{name}", value, batch_size=batch_size, sync_dist=True)
-        self.log(keys.VAL_PSNR_NEXT, -10 * torch.log10(out["pixel_mse"].clamp_min(1e-10)), batch_size=batch_size,
-                 sync_dist=True)
+        if "pixel_mse" in out:
+            self.log(keys.VAL_PSNR_NEXT, -10 * torch.log10(out["pixel_mse"].clamp_min(1e-10)), batch_size=batch_size,
+                     sync_dist=True)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)}}

@@ -10,6 +10,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_ssmvid.stages import prepare_two_stage
 from lightning_ssmvid.utils.config import CONFIG_DIR, instantiate_list
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,10 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    if cfg.stages.mode == "two_stage":
+        prepare_two_stage(cfg, datamodule, model)
+    elif cfg.stages.mode != "joint":
+        raise ValueError(f"stages.mode must be 'joint' or 'two_stage', got {cfg.stages.mode!r}")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from lightning_ssmvid.data.video_folder import (
     ClipDataset, FixedClipSampler, RandomClipSampler, VideoEntry, collate_clips, scan_videos, split_videos,
 )
+from lightning_ssmvid.data.latent_cache import load_latents
 from lightning_ssmvid.data.streaming import StreamBatchSampler
 from lightning_ssmvid.data.video_io import list_videos
 
@@ -90,9 +92,17 @@ class VideoDataModule(L.LightningDataModule):
                 span = (self.clip_length - 1) * self.stride + 1
                 raise FileNotFoundError(f"no readable video with at least {span} frames in {folder} ({split} split; "
                                         f"skipped: {self.skipped or 'none'})")
-        make = lambda videos: ClipDataset(videos, self.clip_length, self.frame_size, self.stride,  # noqa: E731
-                                         max_open_readers=max(8, 2 * self.batch_size))
-        self.train_set, self.val_set = make(splits["train"]), make(splits["val"])
+        self.train_set, self.val_set = self._dataset(splits["train"]), self._dataset(splits["val"])
+
+    def _dataset(self, videos: list[VideoEntry], latents=None) -> ClipDataset:
+        return ClipDataset(videos, self.clip_length, self.frame_size, self.stride,
+                           max_open_readers=max(8, 2 * self.batch_size), latents=latents)
+
+    def use_latent_cache(self, cache_dir: Path) -> None:
+        """Read latents from ``cache_dir`` (see ``data.latent_cache``) instead of decoding frames."""
+        latents = partial(load_latents, Path(cache_dir), self.dataset_dir)
+        self.train_set = self._dataset(self.train_set.videos, latents)
+        self.val_set = self._dataset(self.val_set.videos, latents)
 
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

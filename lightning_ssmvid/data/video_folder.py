@@ -6,6 +6,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,12 +50,17 @@ def scan_videos(paths: list[Path], min_frames: int) -> tuple[list[VideoEntry], d
 
 
 class ClipDataset(Dataset):
-    """Item ``(video_index, start)`` -> ``{"frames": (T, 3, S, S) uint8, "video": index, "start": start}``."""
+    """Item ``(video_index, start)`` -> ``{"frames": (T, 3, S, S) uint8, "video": index, "start": start}``.
+
+    With ``latents`` (a function ``video path -> memory-mapped (n_frames, D) array``, from the latent cache) items
+    hold ``"latents": (T, D) float32`` instead of frames, and no video is decoded.
+    """
 
     def __init__(self, videos: list[VideoEntry], clip_length: int, frame_size: int, stride: int = 1,
-                 max_open_readers: int = 8):
+                 max_open_readers: int = 8, latents: Callable[[Path], np.ndarray] | None = None):
         self.videos, self.clip_length, self.frame_size, self.stride = videos, clip_length, frame_size, stride
-        self.max_open_readers = max_open_readers
+        self.max_open_readers, self.latents = max_open_readers, latents
+        self.key = "frames" if latents is None else "latents"
         self._readers: OrderedDict[int, object] = OrderedDict()
 
     @property
@@ -66,7 +72,8 @@ class ClipDataset(Dataset):
         if index in self._readers:
             self._readers.move_to_end(index)
         else:
-            self._readers[index] = open_video(self.videos[index].path, self.frame_size)
+            path = self.videos[index].path
+            self._readers[index] = open_video(path, self.frame_size) if self.latents is None else self.latents(path)
             if len(self._readers) > self.max_open_readers:
                 self._readers.popitem(last=False)
         return self._readers[index]
@@ -77,14 +84,17 @@ class ClipDataset(Dataset):
     def __getitem__(self, item) -> dict:
         """``item``: ``(video, start)`` or a streaming ``SegmentItem`` (which adds ``reset``/``valid`` flags)."""
         if isinstance(item, SegmentItem):
-            shape = (self.clip_length, 3, self.frame_size, self.frame_size)
-            frames = self._read(item.video, item.start) if item.valid else torch.zeros(shape, dtype=torch.uint8)
-            return {"frames": frames, "video": item.video, "start": item.start, "reset": item.reset,
-                    "valid": item.valid, "batch_index": item.batch_index}
+            # an invalid filler slot reads a real clip too (cheap, same shape); its loss weight is zero
+            return {self.key: self._read(item.video, item.start), "video": item.video, "start": item.start,
+                    "reset": item.reset, "valid": item.valid, "batch_index": item.batch_index}
         index, start = item
-        return {"frames": self._read(index, start), "video": index, "start": start}
+        return {self.key: self._read(index, start), "video": index, "start": start}
 
     def _read(self, index: int, start: int) -> torch.Tensor:
+        """(T, 3, S, S) uint8 frames, or (T, D) float32 latents."""
+        if self.latents is not None:
+            stop = start + (self.clip_length - 1) * self.stride + 1
+            return torch.from_numpy(np.array(self._reader(index)[start : stop : self.stride]))
         return read_frames(self._reader(index), start, self.clip_length, self.stride, self.frame_size)
 
     def __getstate__(self):  # readers hold native handles: each worker opens its own
@@ -155,9 +165,11 @@ def split_videos(videos: list[VideoEntry], val_fraction: float) -> dict[str, lis
 
 
 def collate_clips(items: list[dict]) -> dict:
-    """Stack frames (B, T, 3, S, S) and turn the per-item scalars into (B,) tensors."""
-    batch = {"frames": torch.stack([item["frames"] for item in items])}
-    for key in items[0]:
-        if key != "frames":
+    """Stack frames (B, T, 3, S, S) or latents (B, T, D); turn the per-item scalars into (B,) tensors."""
+    batch = {}
+    for key, value in items[0].items():
+        if isinstance(value, torch.Tensor):
+            batch[key] = torch.stack([item[key] for item in items])
+        else:
             batch[key] = torch.tensor([item[key] for item in items])
     return batch

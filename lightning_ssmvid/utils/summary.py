@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_ssmvid.metrics import keys
+from lightning_ssmvid.model import clip_shape
 from lightning_ssmvid.utils.files import write_json_atomic
 
 
@@ -62,7 +63,8 @@ class RunSummary(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_seconds += time.perf_counter() - self._batch_start
-        self.train_frames += batch["frames"].shape[0] * batch["frames"].shape[1]
+        batch_size, length = clip_shape(batch)
+        self.train_frames += batch_size * length
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -99,6 +101,7 @@ class RunSummary(L.Callback):
             keys.TRAIN_FRAMES_PER_S: self.train_frames / self.train_seconds if self.train_seconds else None,
             "peak_rss_mb": peak_rss_mb(),
             "skipped_nonfinite_steps": pl_module.skipped_nonfinite,
+            "codec_source": pl_module.codec_source,
             "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
             "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
         }

@@ -116,8 +116,8 @@ def test_padding_batches_give_zero_loss_with_gradients():
     model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=8, n_layers=1),
                        optimizer=torch.optim.SGD)
     frames = torch.rand(2, 4, 3, 16, 16)
-    out, _ = model.losses(frames, valid=torch.tensor([False, False]))
+    out, _ = model.losses({"frames": frames, "valid": torch.tensor([False, False])})
     assert out["loss"].item() == 0 and out["loss"].requires_grad
-    one, _ = model.losses(frames[:1])
-    masked, _ = model.losses(frames, valid=torch.tensor([True, False]))
+    one, _ = model.losses({"frames": frames[:1]})
+    masked, _ = model.losses({"frames": frames, "valid": torch.tensor([True, False])})
     torch.testing.assert_close(masked["loss"], one["loss"])

@@ -1,0 +1,61 @@
+"""Stage 1 of two-stage training: fit the per-frame autoencoder on frames sampled from the training videos."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lightning_ssmvid.model import to_unit
+
+log = logging.getLogger(__name__)
+
+
+class CodecModule(L.LightningModule):
+    """Reconstruction MSE of every frame of a clip batch (B, T, C, H, W)."""
+
+    def __init__(self, codec: nn.Module, lr: float = 2e-3, total_steps: int = 1000):
+        super().__init__()
+        self.codec, self.lr, self.total_steps = codec, lr, total_steps
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x = to_unit(batch["frames"]).flatten(0, 1)
+        loss = F.mse_loss(torch.sigmoid(self.codec.decode(self.codec.encode(x))), x)
+        self.log("codec/recon_mse", loss, prog_bar=True)
+        self.log("codec/psnr", -10 * torch.log10(loss.detach().clamp_min(1e-10)), prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=self.total_steps,
+                                                       pct_start=0.05)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def pretrain_codec(codec: nn.Module, loader: DataLoader, out_path: Path, steps: int, lr: float,
+                   accelerator: str = "cpu", seed: int = 0) -> dict:
+    """Train ``codec`` for ``steps`` batches of clips from ``loader``; save ``{"state_dict", "metrics"}``.
+
+    The file appears atomically, so an interrupted stage leaves nothing that looks finished.
+    """
+    L.seed_everything(seed, workers=True)
+    module = CodecModule(codec, lr=lr, total_steps=steps)
+    trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=CSVLogger(
+        out_path.parent, name="codec_log", version=""), callbacks=[RichProgressBar()], enable_checkpointing=False,
+        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10, gradient_clip_val=1.0)
+    trainer.fit(module, train_dataloaders=loader)
+    mse = float(trainer.callback_metrics["codec/recon_mse"])
+    metrics = {"recon_mse": mse, "psnr": -10 * math.log10(max(mse, 1e-10)), "steps": trainer.global_step}
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    torch.save({"state_dict": codec.state_dict(), "metrics": metrics}, tmp)
+    tmp.replace(out_path)
+    log.info("codec trained: %s -> %s", metrics, out_path)
+    return metrics

@@ -1,0 +1,75 @@
+"""Stage 2 of two-stage training: every video encoded once into a memory-mapped latent array.
+
+Layout: ``<cache>/<relative video path>.npy`` of shape (n_frames, latent_dim) float32, plus ``manifest.json``
+written last. The cache folder is keyed by the codec file's sha256 and the data identity, so a changed codec or data
+set gets a new cache and an old one is never read by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from lightning_ssmvid.data.video_io import open_video, read_frames
+from lightning_ssmvid.model import to_unit
+from lightning_ssmvid.utils.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_path(cache_dir: Path, dataset_dir: Path, video: Path) -> Path:
+    return cache_dir / video.relative_to(dataset_dir).with_suffix(".npy")
+
+
+def is_complete(cache_dir: Path) -> bool:
+    return (cache_dir / MANIFEST).is_file()
+
+
+@torch.no_grad()
+def build_latent_cache(codec: nn.Module, dataset_dir: Path, videos: list[Path], cache_dir: Path, frame_size: int,
+                       chunk: int = 256, description: str = "encoding latents") -> Path:
+    """Encode every frame of ``videos`` (streamed ``chunk`` frames at a time) into ``cache_dir``; skip if complete."""
+    if is_complete(cache_dir):
+        return cache_dir
+    codec.eval()
+    with Progress() as progress:
+        task = progress.add_task(description, total=len(videos))
+        for video in videos:
+            target = cache_path(cache_dir, dataset_dir, video)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                reader = open_video(video, frame_size)
+                tmp = target.with_name(f".{target.stem}.tmp.npy")
+                latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                    shape=(len(reader), codec.latent_dim))
+                for start in range(0, len(reader), chunk):
+                    frames = read_frames(reader, start, min(chunk, len(reader) - start), frame_size=frame_size)
+                    latents[start : start + len(frames)] = codec.encode(to_unit(frames)).numpy()
+                latents.flush()
+                del latents
+                os.replace(tmp, target)
+            progress.advance(task)
+    write_json_atomic(cache_dir / MANIFEST, {"videos": [str(v.relative_to(dataset_dir)) for v in videos],
+                                             "frame_size": frame_size, "latent_dim": codec.latent_dim})
+    return cache_dir
+
+
+def load_latents(cache_dir: Path, dataset_dir: Path, video: Path) -> np.ndarray:
+    """The (n_frames, latent_dim) array of ``video``, memory-mapped (nothing is read until sliced)."""
+    return np.load(cache_path(cache_dir, dataset_dir, video), mmap_mode="r")

@@ -1,0 +1,81 @@
+"""Two-stage training: (1) a shared codec, (2) a latent cache, each content-addressed and skipped when present."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_ssmvid.codecs.pretrain import pretrain_codec
+from lightning_ssmvid.data.datamodule import VideoDataModule
+from lightning_ssmvid.data.latent_cache import build_latent_cache, file_sha256
+from lightning_ssmvid.data.video_folder import ClipDataset, RandomClipSampler, collate_clips
+from lightning_ssmvid.utils.files import config_hash
+
+log = logging.getLogger(__name__)
+
+
+def codec_identity(cfg: DictConfig, datamodule: VideoDataModule) -> dict:
+    """Everything the stage-1 codec depends on: its architecture, its training, the data it sees, the seed."""
+    return {
+        "codec": OmegaConf.to_container(cfg.codec, resolve=True),
+        "training": OmegaConf.to_container(cfg.stages.codec_training, resolve=True),
+        "data": str(datamodule.dataset_dir.resolve()),
+        "frame_size": datamodule.frame_size,
+        "seed": cfg.seed,
+    }
+
+
+def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
+    """Stage 1: the codec checkpoint, trained unless the same one exists (or the user gave one)."""
+    if cfg.stages.codec_checkpoint:
+        path = Path(cfg.stages.codec_checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"stages.codec_checkpoint={path} does not exist")
+        return path
+    identity = codec_identity(cfg, datamodule)
+    path = Path(cfg.stages.cache_root) / "codecs" / config_hash(identity) / "codec.pt"
+    if path.is_file():
+        log.info("stage 1 skipped: codec %s exists", path)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / "identity.yaml").write_text(OmegaConf.to_yaml(identity))
+    settings = cfg.stages.codec_training
+    clips = ClipDataset(datamodule.train_set.videos, settings.clip_length, datamodule.frame_size, datamodule.stride)
+    sampler = RandomClipSampler(clips, settings.steps * settings.batch_size, seed=cfg.seed)
+    loader = torch.utils.data.DataLoader(clips, batch_size=settings.batch_size, sampler=sampler,
+                                         num_workers=datamodule.num_workers, collate_fn=collate_clips)
+
+    log.info("stage 1: training the codec (%d steps) -> %s", settings.steps, path)
+    pretrain_codec(instantiate(cfg.codec), loader, path, settings.steps, settings.lr,
+                   accelerator=cfg.trainer.accelerator, seed=cfg.seed)
+    return path
+
+
+def ensure_latent_cache(cfg: DictConfig, datamodule: VideoDataModule, codec_path: Path) -> Path:
+    """Stage 2: every train/val video encoded once with the stage-1 codec (keyed by the codec file's hash)."""
+    codec = instantiate(cfg.codec)
+    codec.load_state_dict(torch.load(codec_path, map_location="cpu", weights_only=True)["state_dict"])
+    dataset_dir = datamodule.dataset_dir
+    key = config_hash({"codec_sha256": file_sha256(codec_path), "data": str(dataset_dir.resolve()),
+                       "frame_size": datamodule.frame_size})
+    cache_dir = Path(cfg.stages.cache_root) / "latents" / key
+    videos = [v.path for v in datamodule.train_set.videos + datamodule.val_set.videos]
+    build_latent_cache(codec, dataset_dir, videos, cache_dir, datamodule.frame_size,
+                       description=f"stage 2: encoding {len(videos)} videos")
+    return cache_dir
+
+
+def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> None:
+    """Run stages 1 and 2 as needed, load the shared codec into ``model`` and point the data at the latents."""
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    codec_path = ensure_codec(cfg, datamodule)
+    cache_dir = ensure_latent_cache(cfg, datamodule, codec_path)
+    model.codec.load_state_dict(torch.load(codec_path, map_location="cpu", weights_only=True)["state_dict"])
+    model.codec_source = str(codec_path)
+    datamodule.use_latent_cache(cache_dir)
+    log.info("two-stage: codec %s, latents %s", codec_path, cache_dir)

@@ -1,0 +1,71 @@
+"""Two-stage training: shared codec, latent cache reuse and invalidation, generation without the cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from omegaconf import open_dict
+
+from lightning_ssmvid.model import load_model
+from lightning_ssmvid.train import train
+from tests.test_train import LONG_MEMORY_TINY
+
+TWO_STAGE = [*LONG_MEMORY_TINY, "stages=two_stage", "stages.codec_training.steps=4",
+             "stages.codec_training.batch_size=2", "trainer.max_epochs=1"]
+
+
+def run(compose_cfg, tmp_path: Path, out: str, *overrides: str) -> tuple[Path, dict]:
+    cfg = compose_cfg(*TWO_STAGE, *overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / out)
+        cfg.stages.cache_root = str(tmp_path / "cache")
+    train(cfg)
+    return tmp_path / out, json.loads((tmp_path / out / "summary.json").read_text())
+
+
+def files_with_mtimes(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_stages_chain_are_reused_and_invalidated(compose_cfg, tmp_path):
+    run_dir, summary = run(compose_cfg, tmp_path, "first")
+    cache = tmp_path / "cache"
+    codecs = list((cache / "codecs").glob("*/codec.pt"))
+    latent_dirs = list((cache / "latents").iterdir())
+    assert len(codecs) == 1 and len(latent_dirs) == 1
+    assert (latent_dirs[0] / "manifest.json").is_file()
+    assert summary["codec_source"] == str(codecs[0]) and summary["status"] == "finished"
+    assert "val/latent_mse" in summary["final"] and summary["train/frames_per_s"] > 0
+
+    before = files_with_mtimes(cache)
+    run(compose_cfg, tmp_path, "second")  # same codec and data: nothing is rebuilt
+    after = files_with_mtimes(cache)
+    assert {k: v for k, v in after.items() if k in before} == before
+
+    run(compose_cfg, tmp_path, "third", "codec.width=8")  # another codec: a new codec and a new latent cache
+    assert len(list((cache / "codecs").glob("*/codec.pt"))) == 2
+    assert len(list((cache / "latents").iterdir())) == 2
+
+    # the core saw latents of exactly the stage-1 codec, and the checkpoint carries that codec
+    model = load_model(str(run_dir / "checkpoints" / "last.ckpt"))
+    stage1 = torch.load(codecs[0], weights_only=True)["state_dict"]
+    for key, value in stage1.items():
+        torch.testing.assert_close(model.codec.state_dict()[key], value)
+
+    shutil.rmtree(cache)  # a two-stage checkpoint generates without the cache
+    frames = model.generate(torch.randint(0, 256, (1, 4, 3, 32, 32), dtype=torch.uint8), n_frames=5)
+    assert frames.shape == (1, 5, 3, 32, 32) and torch.isfinite(frames).all()
+
+
+def test_user_given_codec_checkpoint_skips_stage_one(compose_cfg, tmp_path):
+    run(compose_cfg, tmp_path, "first")
+    codec = next((tmp_path / "cache" / "codecs").glob("*/codec.pt"))
+    moved = tmp_path / "my_codec.pt"
+    shutil.copy(codec, moved)
+    shutil.rmtree(tmp_path / "cache" / "codecs")
+    _, summary = run(compose_cfg, tmp_path, "second", f"stages.codec_checkpoint={moved}")
+    assert summary["codec_source"] == str(moved)
+    assert not (tmp_path / "cache" / "codecs").exists()
