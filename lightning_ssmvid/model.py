@@ -159,24 +159,30 @@ class VideoModel(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
+    def rollout_latents(self, z_next: Tensor, state: State, n_steps: int, reencode: bool = False) -> Iterator[Tensor]:
+        """Yield ``n_steps`` predicted latents (B, latent), starting with ``z_next``, stepping the core from ``state``.
+
+        Each prediction is fed back (or, with ``reencode``, decoded and encoded again, as a pixel model would).
+        Only the state is kept between steps, so memory is constant for cores with a bounded state.
+        """
+        for i in range(n_steps):
+            yield z_next
+            if i + 1 == n_steps:
+                return
+            z_in = self.codec.encode(torch.sigmoid(self.codec.decode(z_next))) if reencode else z_next
+            h, state = self.core.step(self.in_proj(z_in), state)
+            z_next = z_in + self.head(h)
+
+    @torch.no_grad()
     def rollout(self, context: Tensor, n_frames: int, reencode: bool = False) -> Iterator[Tensor]:
         """Yield ``n_frames`` generated frames (B, C, H, W) in [0, 1], one at a time, after ``context``.
 
         context: (B, K, C, H, W) real frames, read in parallel mode (teacher-forced prefix); then the core's step
-        mode rolls out, feeding back the predicted latent (or, with ``reencode``, the encoded generated frame).
-        Memory stays constant for cores with a bounded state: nothing but the state is kept between frames.
+        mode rolls out (see ``rollout_latents``).
         """
-        z = self.codec.encode(to_unit(context).to(self.device))
-        z_hat, state = self.predict_latents(z)
-        z_next = z_hat[:, -1]
-        for i in range(n_frames):
-            frame = torch.sigmoid(self.codec.decode(z_next))
-            yield frame
-            if i + 1 == n_frames:
-                return
-            z_in = self.codec.encode(frame) if reencode else z_next
-            h, state = self.core.step(self.in_proj(z_in), state)
-            z_next = z_in + self.head(h)
+        z_hat, state = self.predict_latents(self.codec.encode(to_unit(context).to(self.device)))
+        for z in self.rollout_latents(z_hat[:, -1], state, n_frames, reencode):
+            yield torch.sigmoid(self.codec.decode(z))
 
     @torch.no_grad()
     def generate(self, context: Tensor, n_frames: int, reencode: bool = False) -> Tensor:

@@ -27,6 +27,7 @@ class VideoDataModule(L.LightningDataModule):
     (cached by its config); without it, ``root`` is a folder of the user's videos (``train/``/``val/`` subfolders,
     or a deterministic ``val_fraction`` split of the files).
 
+    ``val_split`` names the subfolder validation reads (``test`` to evaluate on the test split).
     ``sampling="random"``: random clips of ``clip_length``. ``sampling="stream"``: each batch slot walks one video in
     consecutive ``clip_length`` segments; batches add ``reset``/``valid`` (B,) flags and the model carries the core
     state between them. The stream position is saved in checkpoints (``state_dict``) so a resumed run goes on from
@@ -46,6 +47,7 @@ class VideoDataModule(L.LightningDataModule):
         val_clips_per_video: int = 1,
         val_fraction: float = 0.1,
         sampling: str = "random",
+        val_split: str = "val",
         seed: int = 0,
     ):
         super().__init__()
@@ -57,7 +59,7 @@ class VideoDataModule(L.LightningDataModule):
         self.samples_per_epoch, self.val_clips_per_video = samples_per_epoch, val_clips_per_video
         if sampling not in ("random", "stream"):
             raise ValueError(f"data.sampling must be 'random' or 'stream', got {sampling!r}")
-        self.val_fraction, self.sampling, self.seed = val_fraction, sampling, seed
+        self.val_fraction, self.sampling, self.val_split, self.seed = val_fraction, sampling, val_split, seed
         self.skipped: dict[str, int] = {}
         self.train_set = self.val_set = None
         self.stream_position = {"epoch": -1, "consumed": 0}  # batches of the epoch the model has trained on
@@ -83,8 +85,9 @@ class VideoDataModule(L.LightningDataModule):
         folder = self.dataset_dir
         if not folder.is_dir():
             raise FileNotFoundError(f"data folder {folder} does not exist")
-        if (folder / "train").is_dir() and (folder / "val").is_dir():
-            splits = {split: self._scan(list_videos(folder / split), split) for split in ("train", "val")}
+        if (folder / "train").is_dir() and (folder / self.val_split).is_dir():
+            splits = {"train": self._scan(list_videos(folder / "train"), "train"),
+                      "val": self._scan(list_videos(folder / self.val_split), self.val_split)}
         else:
             splits = split_videos(self._scan(list_videos(folder), "all"), self.val_fraction)
         for split, videos in splits.items():

@@ -74,8 +74,7 @@ class RunSummary(L.Callback):
             if not key.startswith("val/") or number is None:
                 continue
             self.final[key] = number
-            better = max if keys.higher_is_better(key) else min
-            self.best[key] = better(self.best.get(key, number), number)
+            self.best[key] = keys.best_of(key, self.best.get(key, number), number)
         self.write(trainer, pl_module, status="running")
 
     def on_fit_end(self, trainer, pl_module) -> None:

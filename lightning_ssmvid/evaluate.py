@@ -1,0 +1,74 @@
+"""Evaluate a checkpoint: ``python -m lightning_ssmvid.evaluate ckpt_path=PATH [key=value ...]``.
+
+Rebuilds model and data from the checkpoint's own run config (``key=value`` overrides it, e.g.
+``data.val_split=test callbacks.evaluation.n_clips=16 trainer.devices=2``), runs validation (teacher-forced losses
+and the rollout evaluation) and writes the results into the run folder's ``summary.json`` (under ``evaluation``),
+``eval_<split>/curves.json`` and W&B (a run with ``job_type=eval`` in the training run's group).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lightning_ssmvid.model import load_model
+from lightning_ssmvid.utils.config import instantiate_list
+from lightning_ssmvid.utils.files import write_json_atomic
+
+
+def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
+    """Validate ``ckpt_path`` and return the logged metrics (also merged into the run's ``summary.json``)."""
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+    model = load_model(ckpt_path)
+    cfg = OmegaConf.merge(OmegaConf.create(model.run_config), OmegaConf.from_dotlist(overrides or []))
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    split = cfg.data.get("val_split", "val")
+    out_dir = run_dir / f"eval_{split}"
+    cfg.callbacks.evaluation.output_dir = str(out_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    loggers = []
+    if cfg.get("logger"):
+        for name in list(cfg.logger):
+            cfg.logger[name].save_dir = str(out_dir)
+            if name == "wandb":
+                cfg.logger[name].job_type = "eval"
+        loggers = instantiate_list(cfg.logger)
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+                        strategy=cfg.trainer.get("strategy", "auto"), num_nodes=cfg.trainer.get("num_nodes", 1),
+                        logger=loggers or False, callbacks=[instantiate(cfg.callbacks.evaluation)],
+                        use_distributed_sampler=False, default_root_dir=str(out_dir))
+    trainer.validate(model, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        summary_path = run_dir / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        summary.setdefault("evaluation", {})[split] = {"checkpoint": str(ckpt_path), "metrics": metrics,
+                                                       "overrides": overrides or []}
+        write_json_atomic(summary_path, summary)
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    ckpt = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")]
+    if not ckpt:
+        raise SystemExit("usage: python -m lightning_ssmvid.evaluate ckpt_path=PATH [key=value ...]")
+    metrics = evaluate(ckpt[0], [a for a in argv if not a.startswith("ckpt_path=")])
+    for key, value in sorted(metrics.items()):
+        print(f"{key:40s} {value:.6g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Rollout evaluation: generate from real context and score quality vs horizon, consistency, FVD and cue recall.
+
+Runs at the end of validation (``RolloutEvaluation`` callback) and from ``lightning_ssmvid.evaluate``. Clips are
+dealt to ranks without padding and every metric is a sum-reduced torchmetrics ``Metric``, so 1 and N processes log
+identical numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
+from lightning_ssmvid.metrics import keys
+from lightning_ssmvid.metrics.fvd import load_fvd_metric
+from lightning_ssmvid.metrics.recall import CueRecall
+from lightning_ssmvid.metrics.temporal import (
+    FlowWarpingError, HorizonQuality, TemporalFlicker, default_horizon_bins, summarise,
+)
+from lightning_ssmvid.model import VideoModel, to_unit
+from lightning_ssmvid.utils.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def load_clip_sidecar(video_path: Path) -> dict | None:
+    """The long-memory ground truth next to a clip, if there is one."""
+    from lightning_ssmvid.data.long_memory import load_sidecar
+
+    sidecar = video_path.with_suffix(".json")
+    return load_sidecar(sidecar) if sidecar.is_file() else None
+
+
+@torch.no_grad()
+def encode_video(model: VideoModel, reader, frame_size: int, stop: int, chunk: int = 256) -> Tensor:
+    """Latents (1, stop, latent) of frames [0, stop) of a video, decoded ``chunk`` frames at a time."""
+    pieces = []
+    for start in range(0, stop, chunk):
+        frames = read_frames(reader, start, min(chunk, stop - start), frame_size=frame_size)
+        pieces.append(model.codec.encode(to_unit(frames).to(model.device)))
+    return torch.cat(pieces)[None]
+
+
+class Evaluator:
+    """Accumulates every rollout metric over clips; ``compute()`` returns scalars (``prefix/...``) and curves."""
+
+    def __init__(self, context: int = 16, horizon: int = 64, fvd_frames: int = 16, gap_bins: Sequence[int] = (),
+                 fvd_detector_path: str | None = None, fvd_detector_sha256: str | None = None,
+                 max_events_per_clip: int = 8, prefix: str = "val"):
+        self.context, self.horizon, self.fvd_frames, self.prefix = context, horizon, fvd_frames, prefix
+        self.max_events_per_clip = max_events_per_clip
+        self.quality = HorizonQuality(max_horizon=horizon)
+        self.flicker = TemporalFlicker()
+        self.warping = FlowWarpingError()
+        self.recall = CueRecall(gap_bins=gap_bins) if gap_bins else None
+        self.fvd = load_fvd_metric(fvd_detector_path, fvd_detector_sha256, num_frames=fvd_frames) if (
+            fvd_frames and horizon >= fvd_frames) else None
+        self.samples: list[tuple[Tensor, Tensor]] = []  # (real, generated) of the first clips, for W&B
+
+    def metrics(self) -> list:
+        return [m for m in (self.quality, self.flicker, self.warping, self.recall, self.fvd) if m is not None]
+
+    def to(self, device) -> "Evaluator":
+        for metric in self.metrics():
+            metric.to(device)
+        return self
+
+    @torch.no_grad()
+    def update(self, model: VideoModel, video_path: Path, frame_size: int, keep_sample: bool = False) -> None:
+        """Score one clip: a rollout after ``context`` real frames, and one rollout per cue event (long-memory)."""
+        reader = open_video(video_path, frame_size)
+        n_frames = len(reader)
+        horizon = min(self.horizon, n_frames - self.context)
+        if horizon < 2:
+            log.warning("skipped %s in evaluation: %d frames, fewer than context %d + 2", video_path, n_frames,
+                        self.context)
+            return
+        real = read_frames(reader, 0, self.context + horizon, frame_size=frame_size)
+        generated = torch.stack(list(model.rollout(real[None, : self.context], horizon)), 1).cpu()
+        target = to_unit(real[self.context :])[None]
+        self.quality.update(generated, target)
+        self.flicker.update(generated, target)
+        self.warping.update(generated, target)
+        if self.fvd is not None and horizon >= self.fvd_frames:
+            self.fvd.update(target[:, : self.fvd_frames], real=True)
+            self.fvd.update(generated[:, : self.fvd_frames], real=False)
+        if keep_sample:
+            self.samples.append((to_unit(real)[None], generated))
+        sidecar = load_clip_sidecar(video_path) if self.recall is not None else None
+        if sidecar is not None:
+            self._update_recall(model, reader, frame_size, sidecar)
+
+    def _update_recall(self, model: VideoModel, reader, frame_size: int, sidecar: dict) -> None:
+        """Per event: real frames until the cue object is fully hidden, then roll out through its reveal window."""
+        events = sidecar["events"][: self.max_events_per_clip]
+        if not events:
+            return
+        z = encode_video(model, reader, frame_size, stop=max(e["hide_start"] for e in events))
+        state, position, z_hat = None, 0, None
+        for event in sorted(events, key=lambda e: e["hide_start"]):
+            # advance the teacher-forced pass to the event (pieces with carried state == one pass)
+            piece_hat, state = model.predict_latents(z[:, position : event["hide_start"]], state)
+            z_hat = piece_hat if piece_hat.shape[1] else z_hat
+            position = event["hide_start"]
+            steps = event["reveal_stop"] - event["hide_start"]
+            window = event["reveal_start"] - event["hide_start"]
+            start = {key: value.clone() for key, value in state.items()}  # the real pass goes on from `state`
+            latents = list(model.rollout_latents(z_hat[:, -1], start, steps))[window:]
+            frames = torch.sigmoid(model.codec.decode(torch.cat(latents))).cpu()
+            if frames.shape[-1] != sidecar["frame_size"]:  # score at the ground truth's resolution
+                frames = F.interpolate(frames, size=(sidecar["frame_size"],) * 2, mode="nearest")
+            only_this = {**sidecar, "events": [event]}
+            self.recall.update([frames], [only_this], offsets=[event["reveal_start"]])
+
+    def compute(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """(scalars keyed ``prefix/name``, curves) — curves: per-horizon PSNR/SSIM lists."""
+        p = self.prefix
+        scalars: dict[str, float] = {}
+        quality = self.quality.compute()
+        bins = default_horizon_bins(self.horizon)
+        for name in ("psnr", "ssim"):
+            scalars.update({f"{p}/{k}": v for k, v in summarise(quality[name], bins, name).items()})
+        scalars.update({f"{p}/{k}": float(v) for k, v in self.flicker.compute().items()})
+        scalars.update({f"{p}/{k}": float(v) for k, v in self.warping.compute().items()})
+        if self.recall is not None and int(self.recall.total.sum()) > 0:
+            recall = self.recall.compute()
+            scalars.update({f"{p}/{k}" if k != "chance" else f"{p}/{keys.RECALL_CHANCE}": float(v)
+                            for k, v in recall.items()})
+            scalars.update({f"{p}/recall_events_gap{b}": int(n) for b, n in zip(self.recall.gap_bins,
+                                                                                  self.recall.total)})
+        if self.fvd is not None and self.fvd.n_videos >= 2:
+            scalars[self.fvd.key(p)] = float(self.fvd.compute())
+        curves = {"horizon": list(range(1, self.horizon + 1)),
+                  "psnr": [_finite_or_none(v) for v in quality["psnr"].tolist()],
+                  "ssim": [_finite_or_none(v) for v in quality["ssim"].tolist()]}
+        if self.fvd is not None:
+            curves["fvd"] = self.fvd.describe()
+        return scalars, curves
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def evaluate_clips(model: VideoModel, videos: list[Path], frame_size: int, rank: int = 0, world_size: int = 1,
+                   n_samples: int = 2, **evaluator_kwargs) -> Evaluator:
+    """Run an ``Evaluator`` over this rank's share of ``videos`` (``videos[rank::world_size]``)."""
+    evaluator = Evaluator(**evaluator_kwargs).to(model.device)
+    was_training = model.training
+    model.eval()
+    for i, path in enumerate(videos[rank::world_size]):
+        evaluator.update(model, Path(path), frame_size, keep_sample=rank == 0 and i < n_samples)
+    model.train(was_training)
+    return evaluator
+
+
+class RolloutEvaluation(L.Callback):
+    """At the end of validation (every ``every_n_epochs`` and always at the last epoch), evaluate rollouts on the
+    first ``n_clips`` validation videos; logs ``val/...`` scalars, W&B curves and real|generated sample videos, and
+    writes ``curves.json`` in the run folder."""
+
+    def __init__(self, n_clips: int = 4, context: int = 16, horizon: int = 64, every_n_epochs: int = 1,
+                 gap_bins: Sequence[int] | None = (), fvd_detector_path: str | None = None,
+                 fvd_detector_sha256: str | None = None, fvd_frames: int = 16, max_events_per_clip: int = 8,
+                 n_samples: int = 2, fps: float = 24, output_dir: str | None = None):
+        self.n_clips, self.every_n_epochs, self.n_samples, self.fps = n_clips, every_n_epochs, n_samples, fps
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.evaluator_kwargs = dict(context=context, horizon=horizon, gap_bins=tuple(gap_bins or ()),
+                                     fvd_detector_path=fvd_detector_path, fvd_detector_sha256=fvd_detector_sha256,
+                                     fvd_frames=fvd_frames, max_events_per_clip=max_events_per_clip)
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        if trainer.sanity_checking or self.n_clips <= 0:
+            return False
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        return bool(last_epoch or last_step or trainer.fast_dev_run
+                    or (trainer.current_epoch + 1) % self.every_n_epochs == 0)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: VideoModel) -> None:
+        if not self._due(trainer):
+            return
+        datamodule = trainer.datamodule
+        kwargs, n_clips = dict(self.evaluator_kwargs), self.n_clips
+        if trainer.fast_dev_run:  # a wiring check: one clip, one event
+            kwargs["max_events_per_clip"], n_clips = 1, 1
+        videos = [entry.path for entry in datamodule.val_set.videos][:n_clips]
+        evaluator = evaluate_clips(pl_module, videos, datamodule.frame_size, trainer.global_rank,
+                                   trainer.world_size, self.n_samples, **kwargs)
+        scalars, curves = evaluator.compute()
+        for key, value in scalars.items():
+            if math.isfinite(value):
+                pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
+        if trainer.is_global_zero:
+            out = self.output_dir or Path(trainer.default_root_dir)
+            videos = write_samples(evaluator.samples, out / "samples" / f"epoch{trainer.current_epoch:03d}", self.fps,
+                                   self.evaluator_kwargs["context"])
+            log_to_wandb(trainer, scalars, curves, videos, self.fps)
+            write_json_atomic(out / "curves.json", {"epoch": trainer.current_epoch, "scalars": scalars, **curves})
+
+
+def side_by_side(real: Tensor, generated: Tensor, context: int) -> np.ndarray:
+    """(T, 3, H, 2W + 2) uint8: real | generated, the context frames of the generated side framed in red."""
+    real, generated = real[0], generated[0]
+    generated = torch.cat([real[:context], generated])
+    frames = torch.cat([real, torch.ones_like(real[:, :, :, :2]), generated], dim=-1)
+    frames[:context, 0, :, -real.shape[-1]:] = torch.where(_border(real.shape[-1]), 1.0,
+                                                           frames[:context, 0, :, -real.shape[-1]:])
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def _border(size: int) -> Tensor:
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[:1], mask[-1:], mask[:, :1], mask[:, -1:] = True, True, True, True
+    return mask
+
+
+def write_samples(samples: list, out_dir: Path, fps: float, context: int) -> list[Path]:
+    """Write real | generated sample videos as MP4 files (kept in the run folder, and what W&B uploads)."""
+    paths = []
+    for i, (real, generated) in enumerate(samples):
+        paths.append(write_video(out_dir / f"sample_{i}.mp4", side_by_side(real, generated, context).transpose(0, 2, 3, 1),
+                                 fps=fps, lossless=False))
+    return paths
+
+
+def log_to_wandb(trainer: L.Trainer, scalars: dict, curves: dict, videos: list[Path], fps: float) -> None:
+    """Horizon curves as line plots, recall per gap as a table and bar chart, and sample videos (W&B only)."""
+    wandb_loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    logger, step = wandb_loggers[0], trainer.global_step
+    rows = [[h, p, s] for h, p, s in zip(curves["horizon"], curves["psnr"], curves["ssim"]) if p is not None]
+    table = wandb.Table(data=rows, columns=["horizon", "psnr", "ssim"])
+    payload = {f"{keys.CURVES}/psnr_vs_horizon": wandb.plot.line(table, "horizon", "psnr", title="PSNR vs horizon"),
+               f"{keys.CURVES}/ssim_vs_horizon": wandb.plot.line(table, "horizon", "ssim", title="SSIM vs horizon")}
+    recall = [[k.split("recall_gap")[1], v] for k, v in scalars.items() if "/recall_gap" in k and math.isfinite(v)]
+    if recall:
+        recall_table = wandb.Table(data=recall, columns=["gap", "recall"])
+        payload[f"{keys.CURVES}/recall_vs_gap"] = wandb.plot.bar(recall_table, "gap", "recall", title="Recall vs gap")
+    logger.experiment.log(payload, step=step)
+    for i, path in enumerate(videos):
+        logger.log_video(f"{keys.SAMPLES}/{i}", [str(path)], step=step, fps=[fps], format=["mp4"])

@@ -1,0 +1,269 @@
+"""Generate a long video from a trained checkpoint, streamed to an MP4 (constant memory for bounded-state cores).
+
+    python -m lightning_ssmvid.generate --ckpt RUN/checkpoints/last.ckpt --frames 2000
+    python -m lightning_ssmvid.generate --ckpt CKPT --frames 500 --video 3 --split val --side-by-side
+    python -m lightning_ssmvid.generate --ckpt CKPT --frames 500 --context-video any_video.mp4
+
+The first ``--context`` frames of a video of the run's data set (or of ``--context-video``) are read through
+decord at the model's frame size and stride; the model rolls out ``--frames`` frames after them.
+
+Output format: the MP4 holds ``context + frames`` frames: the K context frames first, marked with a thin red
+border (so a viewer sees where generation starts), then the N generated frames. ``--side-by-side`` doubles the
+width: real | generated, the real continuation read in chunks from the source video (black once it ends).
+Default output: ``<run folder>/generated/<video>_<N>f.mp4`` (``..._sbs.mp4`` side by side), where the run folder
+is the parent of the checkpoint's ``checkpoints/`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
+
+CHUNK = 64  # real frames read from the source video at a time (side by side)
+RED = np.array([255, 0, 0], np.uint8)
+
+
+class DataUnavailableError(FileNotFoundError):
+    """The run's data set cannot be read here; ``--context-video`` gives a context from any video file."""
+
+
+# ------------------------------------------------------------------------------------------------- memory, frames
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``) or its peak so far (``VmHWM``) in MiB, from /proc (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # peak, KiB on Linux
+
+
+def to_image(frame: Tensor) -> np.ndarray:
+    """(C, H, W) float in [0, 1] or uint8 -> (H, W, 3) uint8."""
+    if frame.dtype != torch.uint8:
+        frame = frame.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    if frame.shape[0] == 1:
+        frame = frame.expand(3, *frame.shape[1:])
+    return frame[:3].permute(1, 2, 0).cpu().numpy()
+
+
+def with_border(image: np.ndarray, colour: np.ndarray = RED) -> np.ndarray:
+    """A copy of (H, W, 3) ``image`` with a thin border (2 px per 64 px, even so yuv420p keeps it red)."""
+    out = image.copy()
+    t = max(2, 2 * round(min(image.shape[:2]) / 64))
+    out[:t], out[-t:], out[:, :t], out[:, -t:] = colour, colour, colour, colour
+    return out
+
+
+def iter_real_frames(reader, start: int, stride: int = 1, frame_size: int | None = None,
+                     chunk: int = CHUNK) -> Iterator[Tensor]:
+    """(3, S, S) uint8 frames ``start, start + stride, ...`` of a decord reader until the video ends, ``chunk`` at a
+    time (never the whole video in memory)."""
+    n = len(reader)
+    while start < n:
+        length = min(chunk, (n - 1 - start) // stride + 1)
+        yield from read_frames(reader, start, length, stride, frame_size)
+        start += length * stride
+
+
+# ---------------------------------------------------------------------------------------------------- generation
+def generate_video(
+    model,
+    context: Tensor,
+    n_frames: int,
+    out_path: str | Path,
+    *,
+    real: Iterable[Tensor] | None = None,
+    fps: float = 24,
+    reencode: bool = False,
+    mark_context: bool = True,
+    progress: bool = True,
+    lossless: bool = False,
+) -> dict:
+    """Roll ``model`` out ``n_frames`` frames after ``context`` and stream them to ``out_path`` (MP4).
+
+    context: (K, C, H, W) or (1, K, C, H, W), uint8 or float in [0, 1]. The file holds the K context frames (with a
+    red border when ``mark_context``) then the ``n_frames`` generated ones; each generated frame is written as it
+    comes, none are kept. ``real``: an iterable of (C, H, W) frames continuing the context; when given, every frame is
+    real | generated side by side (black where ``real`` runs out).
+
+    Returns ``frames`` (generated), ``written`` (frames in the file), ``seconds`` and ``frames_per_s`` of the rollout
+    loop (model + writing), ``peak_rss_mb`` (largest VmRSS sampled during the rollout), ``start_rss_mb`` and ``path``.
+    """
+    if context.dim() == 4:
+        context = context.unsqueeze(0)
+    if context.dim() != 5 or context.shape[0] != 1:
+        raise ValueError(f"context must be (K, C, H, W) or (1, K, C, H, W), got {tuple(context.shape)}")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    real_iter = iter(real) if real is not None else None
+    black = None
+
+    def next_real() -> np.ndarray:
+        nonlocal black
+        frame = next(real_iter, None)
+        if frame is None:
+            if black is None:
+                black = np.zeros((*context.shape[-2:], 3), np.uint8)
+            return black
+        return to_image(frame)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    out_path = Path(out_path)
+    start_rss = peak_rss = rss_mb()
+    writer = VideoWriter(out_path, fps=fps, lossless=lossless)
+    try:
+        for frame in context[0]:
+            image = to_image(frame)
+            image = with_border(image) if mark_context else image
+            writer.write(np.concatenate([image, image], axis=1) if real_iter is not None else image)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[speed]} frames/s"), TimeRemainingColumn())
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task(f"generating {out_path.name}", total=n_frames, speed="-")
+            start = time.perf_counter()
+            for i, frame in enumerate(model.rollout(context, n_frames, reencode=reencode)):
+                image = to_image(frame[0])
+                writer.write(np.concatenate([next_real(), image], axis=1) if real_iter is not None else image)
+                del frame, image
+                if i % 16 == 15 or i + 1 == n_frames:
+                    peak_rss = max(peak_rss, rss_mb())
+                    elapsed = time.perf_counter() - start
+                    bar.update(task, completed=i + 1, speed=f"{(i + 1) / max(elapsed, 1e-9):.0f}")
+            seconds = time.perf_counter() - start
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return {
+        "frames": n_frames,
+        "written": writer.frames_written,
+        "seconds": seconds,
+        "frames_per_s": n_frames / max(seconds, 1e-9),
+        "peak_rss_mb": peak_rss,
+        "start_rss_mb": start_rss,
+        "path": str(out_path),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- data, checkpoint
+def load_checkpoint(ckpt: str | Path, device: str = "cpu"):
+    """``load_model`` with a clear error for a missing checkpoint."""
+    from lightning_ssmvid.model import load_model
+
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (expected e.g. RUN/checkpoints/last.ckpt)")
+    return load_model(str(ckpt), map_location="cpu").to(device)
+
+
+def run_folder(ckpt: str | Path) -> Path:
+    ckpt = Path(ckpt).resolve()
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path:
+    """The ``index``-th video of ``split`` of the run's data set (``run_config["data"]``), via the data module."""
+    from hydra.utils import instantiate
+
+    hint = "pass --context-video PATH to start from any video file instead"
+    root = Path(str(data_config.get("root")))
+    if not root.is_dir():
+        raise DataUnavailableError(f"the run's data folder {root} (data.root of the checkpoint's run config) does not "
+                                   f"exist here; {hint}")
+    try:
+        dm = instantiate(data_config, _convert_="all")
+        dm.prepare_data()
+        if split == "test":
+            from lightning_ssmvid.data.video_io import list_videos
+
+            videos = list_videos(dm.dataset_dir / "test")
+        else:
+            dm.setup()
+            videos = [v.path for v in (dm.val_set if split == "val" else dm.train_set).videos]
+    except (FileNotFoundError, OSError) as error:
+        raise DataUnavailableError(f"the run's data set under {root} cannot be read ({error}); {hint}") from error
+    if not videos:
+        raise DataUnavailableError(f"no {split} videos in {dm.dataset_dir} (this data set may have no {split} split); "
+                                   f"{hint}")
+    if not 0 <= index < len(videos):
+        raise IndexError(f"--video {index} is out of range: the {split} split has {len(videos)} videos (0..."
+                         f"{len(videos) - 1})")
+    return Path(videos[index])
+
+
+def read_context(path: str | Path, n_context: int, frame_size: int, stride: int = 1):
+    """(reader, (K, 3, S, S) uint8): the first ``n_context`` frames of ``path`` (``stride`` apart)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"context video {path} does not exist")
+    reader = open_video(path, frame_size)
+    span = (n_context - 1) * stride + 1
+    if len(reader) < span:
+        raise ValueError(f"{path} has {len(reader)} frames; a context of {n_context} frames at stride {stride} needs "
+                         f"{span} (lower --context)")
+    return reader, read_frames(reader, 0, n_context, stride, frame_size)
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lightning_ssmvid.generate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--ckpt", required=True, help="checkpoint written by lightning_ssmvid.train")
+    p.add_argument("--frames", type=int, required=True, help="frames to generate after the context")
+    p.add_argument("--context", type=int, default=16, help="real context frames (default 16)")
+    p.add_argument("--out", default=None, help="output .mp4 (default: RUN/generated/<video>_<N>f.mp4)")
+    p.add_argument("--video", type=int, default=0, help="index of the video in --split (default 0)")
+    p.add_argument("--split", choices=("val", "train", "test"), default="val")
+    p.add_argument("--context-video", default=None, help="any video file as the context (no data set needed)")
+    p.add_argument("--side-by-side", action="store_true", help="write real | generated")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the data's fps, else 24)")
+    p.add_argument("--reencode", action="store_true", help="feed back the re-encoded frame instead of the latent")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the CLI; returns ``generate_video``'s result (errors are raised, not printed: see ``__main__``)."""
+    args = parser().parse_args(argv)
+    if args.frames < 1 or args.context < 1:
+        raise ValueError("--frames and --context must be >= 1")
+    model = load_checkpoint(args.ckpt, args.device)
+    data = dict(model.run_config["data"])
+    frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
+    source = Path(args.context_video) if args.context_video else dataset_video(data, args.split, args.video)
+    reader, context = read_context(source, args.context, frame_size, stride)
+    real = iter_real_frames(reader, args.context * stride, stride, frame_size) if args.side_by_side else None
+    fps = args.fps or float((data.get("generator") or {}).get("fps") or 24)
+    out = Path(args.out) if args.out else (
+        run_folder(args.ckpt) / "generated" / f"{source.stem}_{args.frames}f{'_sbs' if args.side_by_side else ''}.mp4")
+    result = generate_video(model, context, args.frames, out, real=real, fps=fps, reencode=args.reencode,
+                            progress=not args.no_progress)
+    from rich import print as rprint
+
+    rprint(f"wrote {result['path']}: {args.context} context + {result['frames']} generated frames "
+           f"({result['frames_per_s']:.1f} frames/s, peak RSS {result['peak_rss_mb']:.0f} MiB)")
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError, IndexError) as error:
+        sys.exit(f"error: {error}")

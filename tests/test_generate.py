@@ -1,0 +1,123 @@
+"""Long-video generation from a checkpoint: a tiny smoke model trained through the real configs, then rolled out.
+
+Output format checked here: the MP4 holds ``context + frames`` frames (the K real context frames with a red border,
+then the N generated ones); ``--side-by-side`` doubles the width (real | generated, black once the real video ends).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from lightning_ssmvid.data.video_io import open_video, read_frames, video_size
+from lightning_ssmvid.generate import DataUnavailableError, generate_video, load_checkpoint, main
+from lightning_ssmvid.train import train
+from lightning_ssmvid.utils.config import CONFIG_DIR
+
+SMOKE = ["experiment=smoke", "trainer.max_epochs=1", "logger=none", "data.samples_per_epoch=8"]
+CONTEXT, SIZE = 16, 32  # the CLI's default context; the smoke experiment's frame size
+
+
+def train_tiny(out: Path, data_dir: str, *overrides: str) -> Path:
+    """Train the smoke model for one epoch (as tests/conftest.py composes configs) -> its last.ckpt."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=[*SMOKE, *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out / "run")
+        cfg.paths.log_dir = str(out / "logs")
+        cfg.paths.data_dir = data_dir
+        cfg.hydra.runtime.output_dir = str(out / "run")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        train(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    ckpt = out / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def smoke_ckpt(tmp_path_factory, data_dir) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("generate"), data_dir)
+
+
+def decoded(path: Path) -> tuple[int, tuple[int, ...]]:
+    """(frames decord reads, (H, W, 3) from the header); the last frame must decode too."""
+    reader = open_video(path)
+    (height, width), n = video_size(path), len(reader)
+    assert read_frames(reader, n - 1, 1).shape[0] == 1
+    return n, (height, width, 3)
+
+
+def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
+    result = main(["--ckpt", str(smoke_ckpt), "--frames", "300", "--no-progress"])
+    out = Path(result["path"])
+    assert out == smoke_ckpt.parent.parent / "generated" / "clip_00000_300f.mp4"  # default: RUN/generated/
+    assert decoded(out) == (CONTEXT + 300, (SIZE, SIZE, 3))
+    assert result["frames"] == 300 and result["written"] == CONTEXT + 300
+    assert result["frames_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert not list(out.parent.glob(".*partial*")), "the temporary file was left behind"
+
+
+def test_side_by_side_marks_context_and_blacks_out_past_the_real_end(smoke_ckpt, tmp_path):
+    out = tmp_path / "sbs.mp4"
+    n = 60  # the smoke videos have 48 frames: real frames 16..47, then black
+    main(["--ckpt", str(smoke_ckpt), "--frames", str(n), "--context", "8", "--split", "train", "--video", "1",
+          "--side-by-side", "--out", str(out), "--fps", "12", "--no-progress"])
+    assert decoded(out) == (8 + n, (SIZE, 2 * SIZE, 3))
+    reader = open_video(out)
+    first, last = reader[0].asnumpy(), reader[len(reader) - 1].asnumpy()  # 2*SIZE = 64 wide: decoded as is
+    border = first[0, 4:-4].astype(int)  # top row of a context frame: red
+    assert (border[:, 0] > 180).all() and (border[:, 1:] < 80).all()
+    assert last[:, :SIZE].mean() < 8  # the real video ended: black on the left
+
+
+def test_memory_stays_bounded(smoke_ckpt, tmp_path):
+    """Peak RSS while generating 1,000 frames exceeds that of 100 by far less than the frames would take to keep.
+
+    Keeping the 900 extra generated frames (3x32x32 float32) would add over 10 MiB; we allow 4 MiB of noise.
+    """
+    model = load_checkpoint(smoke_ckpt)
+    context = torch.randint(0, 256, (CONTEXT, 3, SIZE, SIZE), dtype=torch.uint8)
+    run = lambda n: generate_video(model, context, n, tmp_path / f"{n}.mp4", progress=False)  # noqa: E731
+    run(100)  # warm-up: allocator pools, encoder
+    short, long = run(100), run(1000)
+    assert decoded(tmp_path / "1000.mp4")[0] == CONTEXT + 1000
+    growth = long["peak_rss_mb"] - short["peak_rss_mb"]
+    assert growth < 4.0, f"RSS grew {growth:.1f} MiB between 100 and 1000 generated frames"
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint .*no.ckpt does not exist"):
+        main(["--ckpt", str(tmp_path / "no.ckpt"), "--frames", "4"])
+
+
+def test_bad_video_index_lists_the_range(smoke_ckpt):
+    with pytest.raises(IndexError, match="out of range"):
+        main(["--ckpt", str(smoke_ckpt), "--frames", "4", "--video", "999", "--no-progress"])
+
+
+def test_context_video_works_after_the_data_folder_is_deleted(tmp_path):
+    data = tmp_path / "data"
+    ckpt = train_tiny(tmp_path, str(data), "data.generator.n_train=2", "data.generator.n_val=1")
+    source = next(data.rglob("*.mp4"))
+    video = shutil.copy(source, tmp_path / "my_video.mp4")
+    shutil.rmtree(data)
+
+    with pytest.raises(DataUnavailableError, match="--context-video"):
+        main(["--ckpt", str(ckpt), "--frames", "4", "--no-progress"])
+    result = main(["--ckpt", str(ckpt), "--frames", "20", "--context", "4", "--context-video", str(video),
+                   "--out", str(tmp_path / "g.mp4"), "--no-progress"])
+    assert decoded(Path(result["path"])) == (4 + 20, (SIZE, SIZE, 3))
+    assert not data.exists(), "generation must not re-create the deleted data set"
