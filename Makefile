@@ -8,7 +8,7 @@ experiment ?= smoke
 args ?=
 
 .DEFAULT_GOAL := train
-.PHONY: train test data clean help
+.PHONY: train test data evaluate generate bench table reproduce clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -25,6 +25,23 @@ test: $(STAMP) ## run the test suite
 
 data: $(STAMP) ## write the experiment's synthetic data set (cached): make data experiment=NAME
 	$(PY) -m lightning_ssmvid.data.prepare experiment=$(experiment) $(args)
+
+evaluate: $(STAMP) ## evaluate a checkpoint: make evaluate ckpt=PATH [args="data.val_split=test"]
+	@test -n "$(ckpt)" || { echo "usage: make evaluate ckpt=PATH [args=...]"; exit 2; }
+	$(PY) -m lightning_ssmvid.evaluate ckpt_path=$(ckpt) $(args)
+
+generate: $(STAMP) ## roll a checkpoint out: make generate ckpt=PATH frames=N [context=K] [out=FILE.mp4]
+	@test -n "$(ckpt)" -a -n "$(frames)" || { echo "usage: make generate ckpt=PATH frames=N [context=K] [out=F]"; exit 2; }
+	$(PY) -m lightning_ssmvid.generate --ckpt $(ckpt) --frames $(frames) $(if $(context),--context $(context)) $(if $(out),--out $(out)) $(args)
+
+bench: $(STAMP) ## run every benchmark -> reports/bench/ (make bench args="--quick" for a smoke check)
+	$(PY) -m lightning_ssmvid.bench $(args)
+
+table: $(STAMP) ## build reports/comparison.md from the runs' summary.json files
+	$(PY) -m lightning_ssmvid.report
+
+reproduce: $(STAMP) ## run every *_long experiment not yet finished (seeds="42 43"), then make table
+	$(PY) -m lightning_ssmvid.reproduce --seeds $(or $(seeds),42) $(args)
 
 clean: ## remove run folders and caches (keeps data/ and .venv)
 	rm -rf logs outputs multirun wandb .pytest_cache

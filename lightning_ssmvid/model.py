@@ -105,6 +105,8 @@ class VideoModel(L.LightningModule):
         if self.stream_state is None or next(iter(self.stream_state.values())).shape[0] != batch_size:
             return fresh
         reset = batch["reset"] | ~batch["valid"] if "valid" in batch else batch["reset"]
+        if reset.all():  # every slot starts a new video (always so with equal-length clips)
+            return fresh
         return reset_state_slots(self.stream_state, fresh, reset)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:

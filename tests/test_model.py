@@ -68,3 +68,17 @@ def test_nonfinite_loss_is_skipped_then_stops_with_a_clear_error():
     good = {"frames": torch.rand(1, 4, 3, 16, 16)}
     assert torch.isfinite(model.training_step(good, 3))
     assert model.nonfinite_in_a_row == 0 and model.skipped_nonfinite == 3
+
+
+def test_growing_state_restarts_when_all_slots_reset_and_refuses_a_partial_reset():
+    model = make_model(core="transformer")
+    frames = torch.randint(0, 256, (2, 6, 3, 16, 16), dtype=torch.uint8)
+    both, one = torch.tensor([True, True]), torch.tensor([True, False])
+    with torch.no_grad():
+        model.training_step({"frames": frames, "reset": both}, 0)
+        model.training_step({"frames": frames, "reset": both}, 1)  # a new video in every slot: a fresh cache
+        _, fresh = model.predict_latents(model.codec.encode(frames.float() / 255))
+        for key, value in fresh.items():
+            torch.testing.assert_close(model.stream_state[key], value)
+        with pytest.raises(ValueError, match="cannot restart single batch slots"):
+            model.training_step({"frames": frames, "reset": one}, 2)

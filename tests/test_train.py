@@ -18,11 +18,15 @@ EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml
 
 
 def shrink_data(cfg) -> None:
-    """Fewer synthetic clips (same clip length and model) so every experiment runs in seconds."""
+    """Fewer synthetic clips and codec steps (same clip length and model) so every experiment runs in seconds."""
     with open_dict(cfg):
         if cfg.data.get("generator"):
             cfg.data.generator.n_train = min(cfg.data.generator.n_train, 2)
             cfg.data.generator.n_val = min(cfg.data.generator.n_val, 1)
+            if "n_test" in cfg.data.generator:
+                cfg.data.generator.n_test = min(cfg.data.generator.n_test, 1)
+        if cfg.stages.mode == "two_stage":
+            cfg.stages.codec_training.steps = 2
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -34,6 +34,10 @@ def reset_state_slots(state: State, fresh: State, reset: Tensor) -> State:
     """Replace the batch slots where ``reset`` (B,) is true by the matching slots of ``fresh``."""
     out = {}
     for key, value in state.items():
+        if fresh[key].shape != value.shape:
+            raise ValueError(f"state {key!r} grows with time ({tuple(value.shape)} vs {tuple(fresh[key].shape)} fresh):"
+                             " this core cannot restart single batch slots; stream videos of equal length, or use "
+                             "data.sampling=random, or a windowed core")
         mask = reset.to(value.device).view(-1, *([1] * (value.dim() - 1)))
         out[key] = torch.where(mask, fresh[key].to(value), value)
     return out

@@ -1,0 +1,29 @@
+"""Shared helpers of the benchmarks: memory readings and report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_rss_mb() -> float:
+    """Current resident memory of this process (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def write_markdown(path: Path, title: str, header: list[str], rows: list[list[str]], notes: str = "") -> Path:
+    lines = [f"# {title}", "", *(notes.strip().splitlines()[2:] if notes else []), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

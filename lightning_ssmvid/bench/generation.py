@@ -1,0 +1,112 @@
+"""Benchmark: constant-memory generation. Roll a model out for an hour of 64x64 video and watch its memory.
+
+    python -m lightning_ssmvid.bench.generation            # -> reports/bench/generation.{json,md,png}
+    python -m lightning_ssmvid.bench.generation --quick    # seconds
+
+Each core (at its ``<core>_long`` experiment width, random weights: speed and memory do not depend on training)
+generates frames one at a time, every frame decoded and written to an MP4 as a user's ``make generate`` does.
+Peak RSS is sampled every ``every`` frames, in a subprocess per core so cores do not share a high-water mark.
+Targets (reported, not asserted): mamba/mamba2 at 86,400 frames: RSS after frame 1,000 grows < 5%; >= 300 frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_ssmvid.bench.common import read_rss_mb, write_json, write_markdown
+from lightning_ssmvid.codecs.conv import ConvCodec
+from lightning_ssmvid.cores import build_core
+from lightning_ssmvid.data.video_io import VideoWriter
+from lightning_ssmvid.model import VideoModel
+
+# core -> (build kwargs at the long protocol's width, frames to generate in the full run)
+CORES = {
+    "mamba": (dict(name="mamba", d_model=192, n_layers=4), 86_400),
+    "mamba2": (dict(name="mamba2", d_model=192, n_layers=4), 86_400),
+    "transformer_window": (dict(name="transformer", d_model=144, n_layers=4, window=32), 20_000),
+    "transformer": (dict(name="transformer", d_model=144, n_layers=4), 20_000),
+}
+
+
+def measure(core: str, n_frames: int, every: int, frame_size: int = 64) -> dict:
+    """Generate ``n_frames`` after a 16-frame context; RSS curve every ``every`` frames, frames/s overall."""
+    torch.manual_seed(0)
+    spec = dict(CORES[core][0])
+    model = VideoModel(ConvCodec(frame_size, latent_dim=128, width=32), build_core(spec.pop("name"), **spec),
+                       optimizer=torch.optim.AdamW).eval()
+    context = torch.randint(0, 256, (1, 16, 3, frame_size, frame_size), dtype=torch.uint8)
+    curve = []
+    with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "out.mp4", lossless=False) as writer:
+        start = time.perf_counter()
+        for i, frame in enumerate(model.rollout(context, n_frames), start=1):
+            writer.write((frame[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+            if i % every == 0 or i == n_frames:
+                curve.append((i, read_rss_mb()))
+        seconds = time.perf_counter() - start
+    at_1k = next((rss for i, rss in curve if i >= 1000), curve[0][1])
+    growth = curve[-1][1] - at_1k
+    return {"core": core, "frames": n_frames, "seconds": seconds, "frames_per_s": n_frames / seconds,
+            "rss_curve": curve, "rss_after_1k_mb": at_1k, "rss_end_mb": curve[-1][1],
+            "rss_growth_pct_after_1k": 100 * growth / at_1k,
+            "rss_growth_mb_per_1k": growth / max(1, (n_frames - 1000) / 1000) if n_frames > 1000 else 0.0}
+
+
+def run(quick: bool = False) -> dict:
+    results = []
+    for core, (_, full_frames) in CORES.items():
+        n_frames, every = (2_000, 250) if quick else (full_frames, 1000)
+        out = subprocess.run([sys.executable, "-m", __name__, "--one", core, "--frames", str(n_frames),
+                              "--every", str(every)], capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"{core}: {results[-1]['frames_per_s']:.0f} frames/s, RSS +{results[-1]['rss_growth_pct_after_1k']:.1f}%"
+              f" after frame 1,000", file=sys.stderr)
+    return {"quick": quick, "threads": torch.get_num_threads(), "results": results}
+
+
+def write_reports(results: dict, out_dir: Path) -> None:
+    write_json(out_dir / "generation.json", results)
+    rows = [[r["core"], f"{r['frames']:,}", f"{r['frames_per_s']:.0f}", f"{r['rss_after_1k_mb']:.0f}",
+             f"{r['rss_end_mb']:.0f}", f"{r['rss_growth_pct_after_1k']:+.1f}%", f"{r['rss_growth_mb_per_1k']:.2f}"]
+            for r in results["results"]]
+    write_markdown(out_dir / "generation.md", "Generation benchmark (64x64, decoded and written to MP4)",
+                   ["core", "frames", "frames/s", "RSS at 1k MB", "RSS at end MB", "growth after 1k",
+                    "MB per 1k frames"], rows, __doc__)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results["results"]:
+        ax.plot(*zip(*r["rss_curve"]), label=r["core"])
+    ax.set(xlabel="frames generated", ylabel="peak RSS (MB)", xscale="log", title="Memory during generation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "generation_memory.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--frames", type=int, default=86_400, help=argparse.SUPPRESS)
+    parser.add_argument("--every", type=int, default=1000, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.frames, args.every)))
+        return
+    write_reports(run(args.quick), args.out)
+
+
+if __name__ == "__main__":
+    main()
