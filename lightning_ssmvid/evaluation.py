@@ -74,16 +74,18 @@ class Evaluator:
         return self
 
     @torch.no_grad()
-    def update(self, model: VideoModel, video_path: Path, frame_size: int, keep_sample: bool = False) -> None:
-        """Score one clip: a rollout after ``context`` real frames, and one rollout per cue event (long-memory)."""
+    def update(self, model: VideoModel, video_path: Path, frame_size: int, keep_sample: bool = False,
+               stride: int = 1) -> None:
+        """Score one clip: a rollout after ``context`` real frames (read ``stride`` apart, as in training), and for
+        long-memory clips one rollout per cue event (only at stride 1, the sidecar's frame rate)."""
         reader = open_video(video_path, frame_size)
-        n_frames = len(reader)
+        n_frames = (len(reader) - 1) // stride + 1
         horizon = min(self.horizon, n_frames - self.context)
         if horizon < 2:
             log.warning("skipped %s in evaluation: %d frames, fewer than context %d + 2", video_path, n_frames,
                         self.context)
             return
-        real = read_frames(reader, 0, self.context + horizon, frame_size=frame_size)
+        real = read_frames(reader, 0, self.context + horizon, stride=stride, frame_size=frame_size)
         generated = torch.stack(list(model.rollout(real[None, : self.context], horizon)), 1).cpu()
         target = to_unit(real[self.context :])[None]
         self.quality.update(generated, target)
@@ -94,7 +96,7 @@ class Evaluator:
             self.fvd.update(generated[:, : self.fvd_frames], real=False)
         if keep_sample:
             self.samples.append((to_unit(real)[None], generated))
-        sidecar = load_clip_sidecar(video_path) if self.recall is not None else None
+        sidecar = load_clip_sidecar(video_path) if self.recall is not None and stride == 1 else None
         if sidecar is not None:
             self._update_recall(model, reader, frame_size, sidecar)
 
@@ -130,14 +132,18 @@ class Evaluator:
             scalars.update({f"{p}/{k}": v for k, v in summarise(quality[name], bins, name).items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.flicker.compute().items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.warping.compute().items()})
-        if self.recall is not None and int(self.recall.total.sum()) > 0:
+        if self.recall is not None:  # compute() syncs across ranks: every rank calls it, events or not
             recall = self.recall.compute()
             scalars.update({f"{p}/{k}" if k != "chance" else f"{p}/{keys.RECALL_CHANCE}": float(v)
                             for k, v in recall.items()})
-            scalars.update({f"{p}/recall_events_gap{b}": int(n) for b, n in zip(self.recall.gap_bins,
-                                                                                  self.recall.total)})
-        if self.fvd is not None and self.fvd.n_videos >= 2:
-            scalars[self.fvd.key(p)] = float(self.fvd.compute())
+            with self.recall.sync_context():
+                totals = self.recall.total.tolist()
+            scalars.update({f"{p}/recall_events_gap{b}": n for b, n in zip(self.recall.gap_bins, totals)})
+        if self.fvd is not None:
+            with self.fvd.sync_context():
+                n_videos, key = self.fvd.n_videos, self.fvd.key(p)
+            if n_videos >= 2:
+                scalars[key] = float(self.fvd.compute())
         curves = {"horizon": list(range(1, self.horizon + 1)),
                   "psnr": [_finite_or_none(v) for v in quality["psnr"].tolist()],
                   "ssim": [_finite_or_none(v) for v in quality["ssim"].tolist()]}
@@ -151,13 +157,13 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def evaluate_clips(model: VideoModel, videos: list[Path], frame_size: int, rank: int = 0, world_size: int = 1,
-                   n_samples: int = 2, **evaluator_kwargs) -> Evaluator:
+                   n_samples: int = 2, stride: int = 1, **evaluator_kwargs) -> Evaluator:
     """Run an ``Evaluator`` over this rank's share of ``videos`` (``videos[rank::world_size]``)."""
     evaluator = Evaluator(**evaluator_kwargs).to(model.device)
     was_training = model.training
     model.eval()
     for i, path in enumerate(videos[rank::world_size]):
-        evaluator.update(model, Path(path), frame_size, keep_sample=rank == 0 and i < n_samples)
+        evaluator.update(model, Path(path), frame_size, keep_sample=rank == 0 and i < n_samples, stride=stride)
     model.train(was_training)
     return evaluator
 
@@ -180,6 +186,8 @@ class RolloutEvaluation(L.Callback):
     def _due(self, trainer: L.Trainer) -> bool:
         if trainer.sanity_checking or self.n_clips <= 0:
             return False
+        if trainer.state.fn == "validate":  # make evaluate: always
+            return True
         last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
         last_step = 0 < trainer.max_steps <= trainer.global_step
         return bool(last_epoch or last_step or trainer.fast_dev_run
@@ -194,7 +202,7 @@ class RolloutEvaluation(L.Callback):
             kwargs["max_events_per_clip"], n_clips = 1, 1
         videos = [entry.path for entry in datamodule.val_set.videos][:n_clips]
         evaluator = evaluate_clips(pl_module, videos, datamodule.frame_size, trainer.global_rank,
-                                   trainer.world_size, self.n_samples, **kwargs)
+                                   trainer.world_size, self.n_samples, datamodule.stride, **kwargs)
         scalars, curves = evaluator.compute()
         for key, value in scalars.items():
             if math.isfinite(value):

@@ -104,12 +104,18 @@ class VideoModel(L.LightningModule):
         fresh = self.core.initial_state(batch_size, device=self.device, dtype=self.dtype)
         if self.stream_state is None or next(iter(self.stream_state.values())).shape[0] != batch_size:
             return fresh
+        self.stream_state = {k: v.to(self.device) for k, v in self.stream_state.items()}  # restored on the CPU
         reset = batch["reset"] | ~batch["valid"] if "valid" in batch else batch["reset"]
         if reset.all():  # every slot starts a new video (always so with equal-length clips)
             return fresh
+        if not reset.any():
+            return self.stream_state
         return reset_state_slots(self.stream_state, fresh, reset)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if "valid" in batch and not batch["valid"].any():  # an epoch's tail filler: keep DDP ranks in step, cheaply
+            self.stream_state = None
+            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
         out, state = self.losses(batch, self._carried_state(batch))
         if "reset" in batch:
             self.stream_state = detach_state(state)
@@ -121,7 +127,7 @@ class VideoModel(L.LightningModule):
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch_size)
         return out["loss"]
 
-    def _skip_nonfinite(self, batch_idx: int) -> None:
+    def _skip_nonfinite(self, batch_idx: int) -> Tensor:
         self.skipped_nonfinite += 1
         self.nonfinite_in_a_row += 1
         self.stream_state = None
@@ -132,7 +138,8 @@ class VideoModel(L.LightningModule):
                 f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss; stopping. "
                 "Lower model.optimizer.lr or enable trainer.gradient_clip_val; the last good checkpoint is kept."
             )
-        return None
+        # a zero loss on the parameters (not None): every DDP rank still runs backward, so none waits forever
+        return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out, _ = self.losses(batch)
@@ -157,7 +164,9 @@ class VideoModel(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("run_config")
         self.skipped_nonfinite = checkpoint.get("nonfinite_steps_skipped", 0)
-        self.stream_state = checkpoint.get("stream_state")
+        # rank 0 wrote the checkpoint: its carried state is only this process's own in a single-process run
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.stream_state = None if distributed else checkpoint.get("stream_state")
 
     # ------------------------------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -20,7 +20,7 @@ from lightning_ssmvid.utils.config import PROJECT_ROOT
 
 def find_runs(logs: Path) -> dict[str, list[dict]]:
     """Finished runs by experiment name; for each seed only the newest run counts (a rerun replaces it)."""
-    newest: dict[tuple[str, Any], tuple[str, dict]] = {}
+    newest: dict[tuple[str, Any], tuple[float, dict]] = {}
     for path in sorted(logs.rglob("summary.json")):
         try:
             summary = json.loads(path.read_text())
@@ -30,8 +30,9 @@ def find_runs(logs: Path) -> dict[str, list[dict]]:
             continue
         summary["run_dir"] = str(path.parent)
         key = (summary["name"], summary.get("seed"))
-        if key not in newest or path.parent.name > newest[key][0]:
-            newest[key] = (path.parent.name, summary)
+        written = summary.get("written_at", path.stat().st_mtime)
+        if key not in newest or written > newest[key][0]:
+            newest[key] = (written, summary)
     runs: dict[str, list[dict]] = {}
     for (name, _), (_, summary) in sorted(newest.items(), key=lambda item: str(item[0])):
         runs.setdefault(name, []).append(summary)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,13 +20,20 @@ from lightning_ssmvid.utils.files import config_hash
 log = logging.getLogger(__name__)
 
 
+def data_fingerprint(datamodule: VideoDataModule) -> dict:
+    """The data folder and every used video's (path, size, mtime): an added or replaced video changes it."""
+    root = datamodule.dataset_dir
+    videos = [v.path for v in datamodule.train_set.videos + datamodule.val_set.videos]
+    return {"root": str(root.resolve()), "frame_size": datamodule.frame_size,
+            "videos": [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in videos]}
+
+
 def codec_identity(cfg: DictConfig, datamodule: VideoDataModule) -> dict:
     """Everything the stage-1 codec depends on: its architecture, its training, the data it sees, the seed."""
     return {
         "codec": OmegaConf.to_container(cfg.codec, resolve=True),
         "training": OmegaConf.to_container(cfg.stages.codec_training, resolve=True),
-        "data": str(datamodule.dataset_dir.resolve()),
-        "frame_size": datamodule.frame_size,
+        "data": config_hash(data_fingerprint(datamodule), length=16),
         "seed": cfg.seed,
     }
 
@@ -51,7 +60,8 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
 
     log.info("stage 1: training the codec (%d steps) -> %s", settings.steps, path)
     pretrain_codec(instantiate(cfg.codec), loader, path, settings.steps, settings.lr,
-                   accelerator=cfg.trainer.accelerator, seed=cfg.seed)
+                   accelerator=cfg.trainer.accelerator, seed=cfg.seed,
+                   foreground_weight=settings.get("foreground_weight", 30.0))
     return path
 
 
@@ -60,8 +70,7 @@ def ensure_latent_cache(cfg: DictConfig, datamodule: VideoDataModule, codec_path
     codec = instantiate(cfg.codec)
     codec.load_state_dict(torch.load(codec_path, map_location="cpu", weights_only=True)["state_dict"])
     dataset_dir = datamodule.dataset_dir
-    key = config_hash({"codec_sha256": file_sha256(codec_path), "data": str(dataset_dir.resolve()),
-                       "frame_size": datamodule.frame_size})
+    key = config_hash({"codec_sha256": file_sha256(codec_path), "data": data_fingerprint(datamodule)})
     cache_dir = Path(cfg.stages.cache_root) / "latents" / key
     videos = [v.path for v in datamodule.train_set.videos + datamodule.val_set.videos]
     build_latent_cache(codec, dataset_dir, videos, cache_dir, datamodule.frame_size,
@@ -69,12 +78,25 @@ def ensure_latent_cache(cfg: DictConfig, datamodule: VideoDataModule, codec_path
     return cache_dir
 
 
+@contextmanager
+def stage_lock(root: Path):
+    """One process at a time builds stages under ``root`` (parallel experiments, every rank of a SLURM job)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".stages.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> None:
     """Run stages 1 and 2 as needed, load the shared codec into ``model`` and point the data at the latents."""
     datamodule.prepare_data()
     datamodule.setup("fit")
-    codec_path = ensure_codec(cfg, datamodule)
-    cache_dir = ensure_latent_cache(cfg, datamodule, codec_path)
+    with stage_lock(Path(cfg.stages.cache_root)):
+        codec_path = ensure_codec(cfg, datamodule)
+        cache_dir = ensure_latent_cache(cfg, datamodule, codec_path)
     model.codec.load_state_dict(torch.load(codec_path, map_location="cpu", weights_only=True)["state_dict"])
     model.codec_source = str(codec_path)
     datamodule.use_latent_cache(cache_dir)

@@ -61,8 +61,9 @@ def test_nonfinite_loss_is_skipped_then_stops_with_a_clear_error():
     model = make_model(max_nonfinite_steps=3)
     model.log = lambda *args, **kwargs: None  # no trainer attached
     bad = {"frames": torch.full((1, 4, 3, 16, 16), float("nan"))}
-    assert model.training_step(bad, 0) is None
-    assert model.training_step(bad, 1) is None
+    for step in range(2):  # a zero loss on the parameters: every DDP rank still runs its backward
+        skipped = model.training_step(bad, step)
+        assert skipped.item() == 0 and skipped.requires_grad
     with pytest.raises(FloatingPointError, match="non-finite"):
         model.training_step(bad, 2)
     good = {"frames": torch.rand(1, 4, 3, 16, 16)}
@@ -73,12 +74,14 @@ def test_nonfinite_loss_is_skipped_then_stops_with_a_clear_error():
 def test_growing_state_restarts_when_all_slots_reset_and_refuses_a_partial_reset():
     model = make_model(core="transformer")
     frames = torch.randint(0, 256, (2, 6, 3, 16, 16), dtype=torch.uint8)
-    both, one = torch.tensor([True, True]), torch.tensor([True, False])
+    both, one, none = torch.tensor([True, True]), torch.tensor([True, False]), torch.tensor([False, False])
     with torch.no_grad():
         model.training_step({"frames": frames, "reset": both}, 0)
-        model.training_step({"frames": frames, "reset": both}, 1)  # a new video in every slot: a fresh cache
+        model.training_step({"frames": frames, "reset": none}, 1)  # the cache grows across segments
+        assert model.stream_state["0.k"].shape[-2] == 12
+        model.training_step({"frames": frames, "reset": both}, 2)  # a new video in every slot: a fresh cache
         _, fresh = model.predict_latents(model.codec.encode(frames.float() / 255))
         for key, value in fresh.items():
             torch.testing.assert_close(model.stream_state[key], value)
         with pytest.raises(ValueError, match="cannot restart single batch slots"):
-            model.training_step({"frames": frames, "reset": one}, 2)
+            model.training_step({"frames": frames, "reset": one}, 3)

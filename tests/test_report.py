@@ -11,7 +11,7 @@ from lightning_ssmvid.report import find_runs, main
 def write_summary(root: Path, name: str, time: str, seed: int, recall60: float, status: str = "finished") -> None:
     run = root / name / "runs" / time
     run.mkdir(parents=True)
-    summary = {"name": name, "core": name.split("_")[0], "seed": seed, "status": status,
+    summary = {"name": name, "core": name.split("_")[0], "seed": seed, "status": status, "written_at": len(time),
                "params": {"core": 1000, "codec": 10, "total": 1010},
                "final": {"val/recall_gap60": recall60, "val/recall_chance": 0.125, "val/psnr_h1-16": 20.0,
                          "val/ssim_h1-16": 0.5, "val/psnr_h17-64": 15.0, "val/ssim_h17-64": 0.4},
@@ -21,7 +21,7 @@ def write_summary(root: Path, name: str, time: str, seed: int, recall60: float, 
 
 def test_newest_finished_run_per_seed_counts(tmp_path):
     write_summary(tmp_path, "gru_long", "2026-01-01_00-00-00", seed=1, recall60=0.1)
-    write_summary(tmp_path, "gru_long", "2026-01-02_00-00-00", seed=1, recall60=0.3)  # rerun replaces it
+    write_summary(tmp_path, "gru_long", "2026-01-02_00-00-00+", seed=1, recall60=0.3)  # written later: replaces it
     write_summary(tmp_path, "gru_long", "2026-01-01_00-00-00x", seed=2, recall60=0.5)
     write_summary(tmp_path, "gru_long", "2026-01-03_00-00-00", seed=3, recall60=0.9, status="running")
     runs = find_runs(tmp_path)

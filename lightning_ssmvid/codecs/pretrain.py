@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import lightning as L
@@ -19,18 +20,31 @@ from lightning_ssmvid.model import to_unit
 log = logging.getLogger(__name__)
 
 
-class CodecModule(L.LightningModule):
-    """Reconstruction MSE of every frame of a clip batch (B, T, C, H, W)."""
+def foreground_weights(x: torch.Tensor, strength: float) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 1, H, W): 1 + strength x how far each pixel is from its frame's mean colour.
 
-    def __init__(self, codec: nn.Module, lr: float = 2e-3, total_steps: int = 1000):
+    Small moving objects are a sliver of the pixels; without this weight an autoencoder learns the background
+    first and paints objects grey for thousands of steps.
+    """
+    return 1 + strength * (x - x.mean(dim=(-1, -2), keepdim=True)).abs().mean(-3, keepdim=True)
+
+
+class CodecModule(L.LightningModule):
+    """Foreground-weighted reconstruction MSE of every frame of a clip batch (B, T, C, H, W)."""
+
+    def __init__(self, codec: nn.Module, lr: float = 2e-3, total_steps: int = 1000, foreground_weight: float = 30.0):
         super().__init__()
-        self.codec, self.lr, self.total_steps = codec, lr, total_steps
+        self.codec, self.lr, self.total_steps, self.foreground_weight = codec, lr, total_steps, foreground_weight
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x = to_unit(batch["frames"]).flatten(0, 1)
-        loss = F.mse_loss(torch.sigmoid(self.codec.decode(self.codec.encode(x))), x)
-        self.log("codec/recon_mse", loss, prog_bar=True)
-        self.log("codec/psnr", -10 * torch.log10(loss.detach().clamp_min(1e-10)), prog_bar=True)
+        error = (torch.sigmoid(self.codec.decode(self.codec.encode(x))) - x).square()
+        weight = foreground_weights(x, self.foreground_weight)
+        loss = (error * weight).mean() / weight.mean()
+        mse = error.detach().mean()
+        self.log("codec/loss", loss, prog_bar=True)
+        self.log("codec/recon_mse", mse)
+        self.log("codec/psnr", -10 * torch.log10(mse.clamp_min(1e-10)), prog_bar=True)
         return loss
 
     def configure_optimizers(self):
@@ -41,20 +55,20 @@ class CodecModule(L.LightningModule):
 
 
 def pretrain_codec(codec: nn.Module, loader: DataLoader, out_path: Path, steps: int, lr: float,
-                   accelerator: str = "cpu", seed: int = 0) -> dict:
+                   accelerator: str = "cpu", seed: int = 0, foreground_weight: float = 30.0) -> dict:
     """Train ``codec`` for ``steps`` batches of clips from ``loader``; save ``{"state_dict", "metrics"}``.
 
     The file appears atomically, so an interrupted stage leaves nothing that looks finished.
     """
     L.seed_everything(seed, workers=True)
-    module = CodecModule(codec, lr=lr, total_steps=steps)
+    module = CodecModule(codec, lr=lr, total_steps=steps, foreground_weight=foreground_weight)
     trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=CSVLogger(
         out_path.parent, name="codec_log", version=""), callbacks=[RichProgressBar()], enable_checkpointing=False,
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10, gradient_clip_val=1.0)
     trainer.fit(module, train_dataloaders=loader)
     mse = float(trainer.callback_metrics["codec/recon_mse"])
     metrics = {"recon_mse": mse, "psnr": -10 * math.log10(max(mse, 1e-10)), "steps": trainer.global_step}
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
     torch.save({"state_dict": codec.state_dict(), "metrics": metrics}, tmp)
     tmp.replace(out_path)
     log.info("codec trained: %s -> %s", metrics, out_path)

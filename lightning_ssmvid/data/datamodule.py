@@ -30,8 +30,8 @@ class VideoDataModule(L.LightningDataModule):
     ``val_split`` names the subfolder validation reads (``test`` to evaluate on the test split).
     ``sampling="random"``: random clips of ``clip_length``. ``sampling="stream"``: each batch slot walks one video in
     consecutive ``clip_length`` segments; batches add ``reset``/``valid`` (B,) flags and the model carries the core
-    state between them. The stream position is saved in checkpoints (``state_dict``) so a resumed run goes on from
-    the next unseen batch. Both modes shard by DDP rank themselves (use ``trainer.use_distributed_sampler=false``).
+    state between them. In both modes the position in the epoch is saved in checkpoints (``state_dict``), so a run
+    resumed mid-epoch goes on from the next unseen batch. Both modes shard by DDP rank themselves (use ``trainer.use_distributed_sampler=false``).
     """
 
     def __init__(
@@ -85,7 +85,9 @@ class VideoDataModule(L.LightningDataModule):
         folder = self.dataset_dir
         if not folder.is_dir():
             raise FileNotFoundError(f"data folder {folder} does not exist")
-        if (folder / "train").is_dir() and (folder / self.val_split).is_dir():
+        if (folder / "train").is_dir() and not (folder / self.val_split).is_dir():
+            raise FileNotFoundError(f"{folder} has a train/ folder but no {self.val_split}/ folder (data.val_split)")
+        if (folder / "train").is_dir():
             splits = {"train": self._scan(list_videos(folder / "train"), "train"),
                       "val": self._scan(list_videos(folder / self.val_split), self.val_split)}
         else:
@@ -122,11 +124,14 @@ class VideoDataModule(L.LightningDataModule):
         if self.sampling == "stream":
             sampler = StreamBatchSampler([v.n_frames for v in self.train_set.videos], self.batch_size,
                                          self.clip_length, self.stride, self.seed, rank, world_size)
-            if self.stream_position["epoch"] >= 0:  # resuming: start after the batches already trained on
-                sampler.epoch, sampler.skip = self.stream_position["epoch"], self.stream_position["consumed"]
+        else:
+            num_samples = self.samples_per_epoch or len(self.train_set.videos)
+            sampler = RandomClipSampler(self.train_set, num_samples, self.seed, rank, world_size, self.batch_size)
+        if self.stream_position["epoch"] >= 0:  # resuming: start after the batches already trained on
+            sampler.epoch, sampler.skip = self.stream_position["epoch"], self.stream_position["consumed"]
+        if self.sampling == "stream":
             return self._loader(self.train_set, batch_sampler=sampler)
-        num_samples = self.samples_per_epoch or len(self.train_set.videos)
-        return self._loader(self.train_set, RandomClipSampler(self.train_set, num_samples, self.seed, rank, world_size))
+        return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
@@ -135,8 +140,10 @@ class VideoDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Count the training batches the model actually consumes (prefetched ones are not yet consumed)."""
         trainer = getattr(self, "trainer", None)
-        if "batch_index" in batch and trainer is not None and trainer.training:
-            self.stream_position = {"epoch": trainer.current_epoch, "consumed": int(batch["batch_index"][0]) + 1}
+        if trainer is not None and trainer.training:
+            epoch = trainer.current_epoch
+            consumed = self.stream_position["consumed"] + 1 if self.stream_position["epoch"] == epoch else 1
+            self.stream_position = {"epoch": epoch, "consumed": consumed}
         return batch
 
     def state_dict(self) -> dict:

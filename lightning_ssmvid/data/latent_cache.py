@@ -1,6 +1,6 @@
 """Stage 2 of two-stage training: every video encoded once into a memory-mapped latent array.
 
-Layout: ``<cache>/<relative video path>.npy`` of shape (n_frames, latent_dim) float32, plus ``manifest.json``
+Layout: ``<cache>/<relative video path>.npy`` (e.g. ``train/clip_00001.mp4.npy``) of shape (n_frames, latent_dim) float32, plus ``manifest.json``
 written last. The cache folder is keyed by the codec file's sha256 and the data identity, so a changed codec or data
 set gets a new cache and an old one is never read by mistake.
 """
@@ -34,7 +34,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def cache_path(cache_dir: Path, dataset_dir: Path, video: Path) -> Path:
-    return cache_dir / video.relative_to(dataset_dir).with_suffix(".npy")
+    """``<cache>/<relative path>.npy``, keeping the video's own suffix (``a.mp4`` and ``a.avi`` never collide)."""
+    return cache_dir / f"{video.relative_to(dataset_dir).as_posix()}.npy"
 
 
 def is_complete(cache_dir: Path) -> bool:
@@ -55,7 +56,7 @@ def build_latent_cache(codec: nn.Module, dataset_dir: Path, videos: list[Path], 
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 reader = open_video(video, frame_size)
-                tmp = target.with_name(f".{target.stem}.tmp.npy")
+                tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.npy")
                 latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                     shape=(len(reader), codec.latent_dim))
                 for start in range(0, len(reader), chunk):

@@ -73,7 +73,14 @@ class StreamBatchSampler(Sampler):
                              rank, self.world_size, self.shuffle)
 
     def __len__(self) -> int:
-        return max(max(len(slot) for slot in self._schedule(rank)) for rank in range(self.world_size))
+        """Batches per epoch: the same on every rank and in every epoch (Lightning fixes it from the first one).
+
+        Greedy slot filling ends every slot within one video of the mean, so this bound holds for any shuffle;
+        batches past a rank's own schedule hold only invalid filler slots.
+        """
+        segments = sorted((segments_in(n, self.segment_length, self.stride) for n in self.lengths), reverse=True)
+        busiest_rank = sum(segments[: -(-len(segments) // self.world_size)])
+        return -(-busiest_rank // self.batch_size) + segments[0]
 
     def __iter__(self):
         slots, n_batches = self._schedule(self.rank), len(self)

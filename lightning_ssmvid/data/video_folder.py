@@ -109,13 +109,17 @@ class RandomClipSampler(Sampler):
     of ``world_size`` so every rank runs the same number of steps).
     """
 
-    def __init__(self, dataset: ClipDataset, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+    def __init__(self, dataset: ClipDataset, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 batch_size: int = 1):
+        self.dataset, self.seed, self.epoch, self.batch_size = dataset, seed, 0, batch_size
+        self.skip = 0  # batches of this epoch already consumed (resume mid-epoch)
         self.rank, self.world_size = rank, world_size
         self.total = -(-num_samples // world_size) * world_size
         self.num_samples = self.total // world_size
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -126,8 +130,10 @@ class RandomClipSampler(Sampler):
         videos = rng.integers(0, len(self.dataset.videos), self.total)
         last_starts = np.array([video.n_frames - self.dataset.span for video in self.dataset.videos])
         starts = (rng.random(self.total) * (last_starts[videos] + 1)).astype(int)
-        for index, start in list(zip(videos, starts))[self.rank :: self.world_size]:
+        mine = list(zip(videos, starts))[self.rank :: self.world_size]
+        for index, start in mine[self.skip * self.batch_size :]:
             yield int(index), int(start)
+        self.skip = 0
 
 
 class FixedClipSampler(Sampler):

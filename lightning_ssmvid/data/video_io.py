@@ -90,10 +90,6 @@ def _ceil64(n: int) -> int:
     return -(-n // 64) * 64
 
 
-def _ceil64(n: int) -> int:
-    return -(-n // 64) * 64
-
-
 def video_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of the first video stream, read from the container header (no decoding)."""
     import av

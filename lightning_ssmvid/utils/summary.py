@@ -97,6 +97,7 @@ class RunSummary(L.Callback):
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "wall_time_s": time.perf_counter() - self._fit_start,
+            "written_at": time.time(),
             keys.TRAIN_FRAMES_PER_S: self.train_frames / self.train_seconds if self.train_seconds else None,
             "peak_rss_mb": peak_rss_mb(),
             "skipped_nonfinite_steps": pl_module.skipped_nonfinite,
