@@ -61,12 +61,15 @@ class Evaluator:
         self.flicker = TemporalFlicker()
         self.warping = FlowWarpingError()
         self.recall = CueRecall(gap_bins=gap_bins) if gap_bins else None
+        # the ceiling: the same probe on the codec's reconstructions of the real reveal frames
+        self.codec_recall = CueRecall(gap_bins=gap_bins) if gap_bins else None
         self.fvd = load_fvd_metric(fvd_detector_path, fvd_detector_sha256, num_frames=fvd_frames) if (
             fvd_frames and horizon >= fvd_frames) else None
         self.samples: list[tuple[Tensor, Tensor]] = []  # (real, generated) of the first clips, for W&B
 
     def metrics(self) -> list:
-        return [m for m in (self.quality, self.flicker, self.warping, self.recall, self.fvd) if m is not None]
+        return [m for m in (self.quality, self.flicker, self.warping, self.recall, self.codec_recall, self.fvd)
+                if m is not None]
 
     def to(self, device) -> "Evaluator":
         for metric in self.metrics():
@@ -121,6 +124,12 @@ class Evaluator:
                 frames = F.interpolate(frames, size=(sidecar["frame_size"],) * 2, mode="nearest")
             only_this = {**sidecar, "events": [event]}
             self.recall.update([frames], [only_this], offsets=[event["reveal_start"]])
+            real = read_frames(reader, event["reveal_start"], event["reveal_stop"] - event["reveal_start"],
+                               frame_size=frame_size)
+            reconstructed = torch.sigmoid(model.codec.decode(model.codec.encode(to_unit(real).to(model.device)))).cpu()
+            if reconstructed.shape[-1] != sidecar["frame_size"]:
+                reconstructed = F.interpolate(reconstructed, size=(sidecar["frame_size"],) * 2, mode="nearest")
+            self.codec_recall.update([reconstructed], [only_this], offsets=[event["reveal_start"]])
 
     def compute(self) -> tuple[dict[str, float], dict[str, Any]]:
         """(scalars keyed ``prefix/name``, curves) — curves: per-horizon PSNR/SSIM lists."""
@@ -136,6 +145,7 @@ class Evaluator:
             recall = self.recall.compute()
             scalars.update({f"{p}/{k}" if k != "chance" else f"{p}/{keys.RECALL_CHANCE}": float(v)
                             for k, v in recall.items()})
+            scalars[f"{p}/{keys.RECALL_CODEC}"] = float(self.codec_recall.compute()["recall"])
             with self.recall.sync_context():
                 totals = self.recall.total.tolist()
             scalars.update({f"{p}/recall_events_gap{b}": n for b, n in zip(self.recall.gap_bins, totals)})

@@ -46,7 +46,8 @@ def trained_run(tmp_path_factory, data_dir) -> Path:
 def test_training_logs_rollout_metrics_and_recall(trained_run):
     summary = json.loads((trained_run / "summary.json").read_text())
     final = summary["final"]
-    for key in ("val/psnr_h1-16", "val/ssim_h1-16", "val/flicker_ratio", "val/warp_error_gen", "val/recall_chance"):
+    for key in ("val/psnr_h1-16", "val/ssim_h1-16", "val/flicker_ratio", "val/warp_error_gen", "val/recall_chance",
+                "val/recall_codec_ceiling"):
         assert key in final, key
     assert final["val/recall_chance"] == pytest.approx(1 / 8)
     events = sum(v for k, v in final.items() if k.startswith("val/recall_events_gap"))

@@ -24,6 +24,7 @@ RECALL_GAP = "recall_gap{gap}"
 RECALL_EVENTS_GAP = "recall_events_gap{gap}"
 RECALL = "recall"
 RECALL_CHANCE = "recall_chance"
+RECALL_CODEC = "recall_codec_ceiling"  # the probe on codec reconstructions of the real frames: the best a core can do
 FVD = "fvd_{n}x{t}"
 CURVES = "curves"    # W&B line/bar plots: curves/psnr_vs_horizon, curves/ssim_vs_horizon, curves/recall_vs_gap
 SAMPLES = "samples"  # W&B videos: samples/0, samples/1, ... (real | generated)
