@@ -21,6 +21,7 @@ from torch import Tensor
 from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.fvd import load_fvd_metric
+from lightning_ssmvid.metrics.horizon import horizon_summary, memory_half_lives
 from lightning_ssmvid.metrics.recall import CueRecall
 from lightning_ssmvid.metrics.temporal import (
     FlowWarpingError, HorizonQuality, TemporalFlicker, default_horizon_bins, summarise,
@@ -214,6 +215,10 @@ class RolloutEvaluation(L.Callback):
         evaluator = evaluate_clips(pl_module, videos, datamodule.frame_size, trainer.global_rank,
                                    trainer.world_size, self.n_samples, datamodule.stride, **kwargs)
         scalars, curves = evaluator.compute()
+        lives = memory_half_lives(pl_module.core)
+        if lives is not None:
+            scalars.update(horizon_summary(lives))
+            curves["memory_halflife"] = sorted(lives.tolist())
         for key, value in scalars.items():
             if math.isfinite(value):
                 pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
@@ -221,7 +226,7 @@ class RolloutEvaluation(L.Callback):
             out = self.output_dir or Path(trainer.default_root_dir)
             videos = write_samples(evaluator.samples, out / "samples" / f"epoch{trainer.current_epoch:03d}", self.fps,
                                    self.evaluator_kwargs["context"])
-            log_to_wandb(trainer, scalars, curves, videos, self.fps)
+            log_to_wandb(trainer, scalars, curves, videos, self.fps, lives)
             write_json_atomic(out / "curves.json", {"epoch": trainer.current_epoch, "scalars": scalars, **curves})
 
 
@@ -250,8 +255,10 @@ def write_samples(samples: list, out_dir: Path, fps: float, context: int) -> lis
     return paths
 
 
-def log_to_wandb(trainer: L.Trainer, scalars: dict, curves: dict, videos: list[Path], fps: float) -> None:
-    """Horizon curves as line plots, recall per gap as a table and bar chart, and sample videos (W&B only)."""
+def log_to_wandb(trainer: L.Trainer, scalars: dict, curves: dict, videos: list[Path], fps: float,
+                 half_lives: Tensor | None = None) -> None:
+    """Horizon curves as line plots, recall per gap as a table and bar chart, the memory-horizon histogram and
+    sample videos (W&B only)."""
     wandb_loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
     if not wandb_loggers:
         return
@@ -266,6 +273,8 @@ def log_to_wandb(trainer: L.Trainer, scalars: dict, curves: dict, videos: list[P
     if recall:
         recall_table = wandb.Table(data=recall, columns=["gap", "recall"])
         payload[f"{keys.CURVES}/recall_vs_gap"] = wandb.plot.bar(recall_table, "gap", "recall", title="Recall vs gap")
+    if half_lives is not None:  # log10 frames: half-lives span many orders of magnitude
+        payload[f"{keys.CURVES}/memory_halflife_log10_frames"] = wandb.Histogram(half_lives.clamp_min(1e-3).log10())
     logger.experiment.log(payload, step=step)
     for i, path in enumerate(videos):
         logger.log_video(f"{keys.SAMPLES}/{i}", [str(path)], step=step, fps=[fps], format=["mp4"])

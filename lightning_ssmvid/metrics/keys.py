@@ -26,12 +26,13 @@ RECALL = "recall"
 RECALL_CHANCE = "recall_chance"
 RECALL_CODEC = "recall_codec_ceiling"  # the probe on codec reconstructions of the real frames: the best a core can do
 FVD = "fvd_{n}x{t}"
+MEMORY_HALFLIFE = "memory_halflife"  # quantiles of SSM decay half-lives in frames (metrics/horizon.py)
 CURVES = "curves"    # W&B line/bar plots: curves/psnr_vs_horizon, curves/ssim_vs_horizon, curves/recall_vs_gap
 SAMPLES = "samples"  # W&B videos: samples/0, samples/1, ... (real | generated)
 
 # Metric names containing one of these fragments are better when higher; "_ratio" metrics are best at 1 (the
 # real videos' value); all others are better when lower.
-HIGHER_IS_BETTER = ("psnr", "ssim", "recall", "accuracy", "frames_per_s")
+HIGHER_IS_BETTER = ("psnr", "ssim", "recall", "accuracy", "frames_per_s", "halflife")
 
 
 def higher_is_better(key: str) -> bool:

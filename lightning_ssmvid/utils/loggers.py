@@ -24,8 +24,18 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
 
 
+# W&B run summaries keep the best value of these (the last value is in the history and in summary.json)
+SUMMARIES = {"val/loss": "min", "val/latent_mse": "min", "val/pixel_mse": "min", "val/recon_mse": "min",
+             "val/fvd*": "min", "val/psnr*": "max", "val/ssim*": "max", "val/recall*": "max"}
+
+
 def wandb_logger(save_dir: str, **kwargs) -> WandbLogger:
     """A ``WandbLogger`` in the mode ``wandb_mode()`` picks; kwargs go to ``WandbLogger``/``wandb.init``."""
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     mode = wandb_mode()
-    return WandbLogger(save_dir=save_dir, offline=mode == "offline", mode=mode, **kwargs)
+    logger = WandbLogger(save_dir=save_dir, offline=mode == "offline", mode=mode, **kwargs)
+    experiment = logger.experiment  # a dummy on ranks > 0
+    if hasattr(experiment, "define_metric"):
+        for pattern, summary in SUMMARIES.items():
+            experiment.define_metric(pattern, summary=summary)
+    return logger
