@@ -264,7 +264,7 @@ def log_to_wandb(trainer: L.Trainer, scalars: dict, curves: dict, videos: list[P
         return
     import wandb
 
-    logger, step = wandb_loggers[0], trainer.global_step
+    logger = wandb_loggers[0]
     rows = [[h, p, s] for h, p, s in zip(curves["horizon"], curves["psnr"], curves["ssim"]) if p is not None]
     table = wandb.Table(data=rows, columns=["horizon", "psnr", "ssim"])
     payload = {f"{keys.CURVES}/psnr_vs_horizon": wandb.plot.line(table, "horizon", "psnr", title="PSNR vs horizon"),
@@ -275,6 +275,6 @@ def log_to_wandb(trainer: L.Trainer, scalars: dict, curves: dict, videos: list[P
         payload[f"{keys.CURVES}/recall_vs_gap"] = wandb.plot.bar(recall_table, "gap", "recall", title="Recall vs gap")
     if half_lives is not None:  # log10 frames: half-lives span many orders of magnitude
         payload[f"{keys.CURVES}/memory_halflife_log10_frames"] = wandb.Histogram(half_lives.clamp_min(1e-3).log10())
-    logger.experiment.log(payload, step=step)
+    logger.experiment.log(payload)  # at W&B's current step (the logger may already be past global_step)
     for i, path in enumerate(videos):
-        logger.log_video(f"{keys.SAMPLES}/{i}", [str(path)], step=step, fps=[fps], format=["mp4"])
+        logger.log_video(f"{keys.SAMPLES}/{i}", [str(path)], format=["mp4"])
