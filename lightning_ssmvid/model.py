@@ -7,7 +7,6 @@ from typing import Any, Callable, Iterator
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots

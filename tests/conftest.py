@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,23 +25,23 @@ def data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("data"))
 
 
+def compose_config(output_dir: Path, data_dir: str, *overrides: str) -> DictConfig:
+    """The train config as `python -m lightning_ssmvid.train` would see it, with outputs under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(output_dir / "run")
+        cfg.paths.log_dir = str(output_dir / "logs")
+        cfg.paths.data_dir = data_dir
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # a Hydra app's task function never sees this node
+    return cfg
+
+
 @pytest.fixture
 def compose_cfg(tmp_path, data_dir):
-    """compose_cfg(*overrides) -> the train config as `python -m lightning_ssmvid.train` would see it."""
-
-    def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, return_hydra_config=True, overrides=list(overrides))
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "logs")
-            cfg.paths.data_dir = data_dir
-            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # a Hydra app's task function never sees this node
-        return cfg
-
-    yield _compose
+    """compose_cfg(*overrides) -> the train config, outputs in this test's tmp_path."""
+    yield lambda *overrides: compose_config(tmp_path, data_dir, *overrides)
     GlobalHydra.instance().clear()

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from hydra.core.global_hydra import GlobalHydra
 
 from lightning_ssmvid.evaluate import evaluate
 from lightning_ssmvid.evaluation import evaluate_clips
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.train import train
+from tests.conftest import compose_config
 from tests.test_train import LONG_MEMORY_TINY
 
 EVAL = ["callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8", "callbacks.evaluation.horizon=24",
@@ -22,25 +23,10 @@ EVAL = ["callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8", "cal
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, data_dir) -> Path:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from lightning_ssmvid.utils.config import CONFIG_DIR
-
     out = tmp_path_factory.mktemp("eval_run")
+    train(compose_config(out, data_dir, *LONG_MEMORY_TINY, *EVAL, "logger=csv"))
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", return_hydra_config=True, overrides=[*LONG_MEMORY_TINY, *EVAL, "logger=csv"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(out)
-        cfg.paths.data_dir = data_dir
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    GlobalHydra.instance().clear()
-    return out
+    return out / "run"
 
 
 def test_training_logs_rollout_metrics_and_recall(trained_run):

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from lightning_ssmvid.data.video_io import open_video, read_frames, video_size
 from lightning_ssmvid.generate import DataUnavailableError, generate_video, load_checkpoint, main
 from lightning_ssmvid.train import train
-from lightning_ssmvid.utils.config import CONFIG_DIR
+from tests.conftest import compose_config
 
 SMOKE = ["experiment=smoke", "trainer.max_epochs=1", "logger=none", "data.samples_per_epoch=8"]
 CONTEXT, SIZE = 16, 32  # the CLI's default context; the smoke experiment's frame size
@@ -27,17 +24,7 @@ CONTEXT, SIZE = 16, 32  # the CLI's default context; the smoke experiment's fram
 
 def train_tiny(out: Path, data_dir: str, *overrides: str) -> Path:
     """Train the smoke model for one epoch (as tests/conftest.py composes configs) -> its last.ckpt."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=[*SMOKE, *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out / "run")
-        cfg.paths.log_dir = str(out / "logs")
-        cfg.paths.data_dir = data_dir
-        cfg.hydra.runtime.output_dir = str(out / "run")
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = compose_config(out, data_dir, *SMOKE, *overrides)
     try:
         train(cfg)
     finally:
