@@ -72,9 +72,10 @@ def build_rows(runs: dict[str, list[dict]], generation: dict[str, dict]) -> tupl
     bins, horizons = gap_bins(runs), horizon_bins(runs)
     short_h, long_h = (horizons[0], horizons[-1]) if horizons else (None, None)
     fvd_keys = sorted({k for s in sum(runs.values(), []) for k in s["final"] if "/fvd_" in k})
-    header = (["experiment", "core", "seeds", "core params"] + [f"recall gap {b}" for b in bins]
+    header = (["experiment", "core", "seeds", "core params"] + [f"recall gap {b} (events)" for b in bins]
               + ["chance", "codec ceiling"]
-              + [f"PSNR {short_h}", f"PSNR {long_h}", f"SSIM {short_h}", f"SSIM {long_h}"]
+              + [f"PSNR {h.split('_')[1]}" for h in (short_h, long_h) if h]
+              + [f"SSIM {h.split('_')[1]}" for h in (short_h, long_h) if h]
               + [fvd_keys[0].split("/")[1].upper() if fvd_keys else "FVD"]
               + ["train frames/s", "peak RSS MB", "gen frames/s", "gen RSS growth MB/1k frames"])
     rows, data = [], {}
@@ -83,16 +84,14 @@ def build_rows(runs: dict[str, list[dict]], generation: dict[str, dict]) -> tupl
         summaries = runs[name]
         metric = lambda key: mean_std([s["final"].get(key) for s in summaries])  # noqa: E731
         core = summaries[0].get("core", "?")
-        gen = generation.get(core, {})
+        gen = generation.get(name.rsplit("_", 1)[0], {})  # benchmarks are keyed like experiments: transformer_window
         row = [name, core, str(len(summaries)), f"{summaries[0]['params']['core']:,}"]
-        row += [fmt(metric(f"val/recall_gap{b}"), 0, percent=True) + ("%" if metric(f"val/recall_gap{b}") else "")
-                for b in bins]
-        row.append(fmt(metric("val/recall_chance"), 0, percent=True) + "%" if metric("val/recall_chance") else "–")
-        ceiling = metric("val/recall_codec_ceiling")
-        row.append(fmt(ceiling, 0, percent=True) + "%" if ceiling else "–")
-        row += [fmt(metric(f"val/{short_h}")), fmt(metric(f"val/{long_h}"))]
-        row += [fmt(metric(f"val/{short_h.replace('psnr', 'ssim')}"), 3) if short_h else "–",
-                fmt(metric(f"val/{long_h.replace('psnr', 'ssim')}"), 3) if long_h else "–"]
+        percent = lambda key: fmt(metric(key), 1, percent=True) + "%" if metric(key) else "–"  # noqa: E731
+        events = [int(sum(s["final"].get(f"val/recall_events_gap{b}", 0) for s in summaries)) for b in bins]
+        row += [f"{percent(f'val/recall_gap{b}')} ({n})" for b, n in zip(bins, events)]
+        row += [percent("val/recall_chance"), percent("val/recall_codec_ceiling")]
+        row += [fmt(metric(f"val/{h}")) for h in (short_h, long_h) if h]
+        row += [fmt(metric(f"val/{h.replace('psnr', 'ssim')}"), 3) for h in (short_h, long_h) if h]
         row.append(fmt(metric(fvd_keys[0]), 1) if fvd_keys else "n/a (no I3D weights)")
         row += [fmt(mean_std([s.get("train/frames_per_s") for s in summaries]), 0),
                 fmt(mean_std([s.get("peak_rss_mb") for s in summaries]), 0)]

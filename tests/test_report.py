@@ -36,6 +36,6 @@ def test_table_has_one_row_per_experiment_with_mean_and_std(tmp_path):
     path = main(["--logs", str(logs), "--bench", str(tmp_path / "none"), "--out", str(out)])
     table = path.read_text()
     assert "| gru_long | gru | 2 |" in table and "| mamba_long | mamba | 1 |" in table
-    assert "50 ± 35%" in table  # mean and sample std of 25% and 75%
+    assert "50.0 ± 35.4%" in table  # mean and sample std of 25% and 75%
     assert "n/a (no I3D weights)" in table
     assert (out / "recall_vs_gap.png").is_file()

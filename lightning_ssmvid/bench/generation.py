@@ -63,8 +63,9 @@ def run(quick: bool = False) -> dict:
     results = []
     for core, (_, full_frames) in CORES.items():
         n_frames, every = (2_000, 250) if quick else (full_frames, 1000)
-        out = subprocess.run([sys.executable, "-m", __name__, "--one", core, "--frames", str(n_frames),
-                              "--every", str(every)], capture_output=True, text=True, check=True)
+        command = [sys.executable, "-m", "lightning_ssmvid.bench.generation", "--one", core, "--frames",
+                   str(n_frames), "--every", str(every)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"{core}: {results[-1]['frames_per_s']:.0f} frames/s, RSS +{results[-1]['rss_growth_pct_after_1k']:.1f}%"
               f" after frame 1,000", file=sys.stderr)
