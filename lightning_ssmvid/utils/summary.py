@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import resource
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,18 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.model import clip_shape
 from lightning_ssmvid.utils.files import write_json_atomic
+
+
+def code_commit() -> str:
+    """The git commit of the code (``+dirty`` when tracked files differ from it), or ``unknown``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
 
 
 def peak_rss_mb() -> float:
@@ -47,6 +60,7 @@ class RunSummary(L.Callback):
         self.train_seconds = 0.0
         self._batch_start = 0.0
         self._fit_start = time.perf_counter()
+        self.code_commit = code_commit()
 
     def state_dict(self) -> dict:
         return {"final": self.final, "best": self.best, "train_frames": self.train_frames,
@@ -90,6 +104,7 @@ class RunSummary(L.Callback):
         summary = {
             "name": self.name,
             "status": status,
+            "code_commit": self.code_commit,
             **self.extra,
             "params": {"core": count(pl_module.core), "codec": count(pl_module.codec), "total": count(pl_module)},
             "final": self.final,
