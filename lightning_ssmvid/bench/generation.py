@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from lightning_ssmvid.bench.common import read_rss_mb, write_json, write_markdown
+from lightning_ssmvid.bench.common import write_json, write_markdown
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.data.video_io import VideoWriter
+from lightning_ssmvid.generate import rss_mb
 from lightning_ssmvid.model import VideoModel
 
 # core -> (build kwargs at the long protocol's width, frames to generate in the full run)
@@ -49,7 +50,7 @@ def measure(core: str, n_frames: int, every: int, frame_size: int = 64) -> dict:
         for i, frame in enumerate(model.rollout(context, n_frames), start=1):
             writer.write((frame[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
             if i % every == 0 or i == n_frames:
-                curve.append((i, read_rss_mb()))
+                curve.append((i, rss_mb()))
         seconds = time.perf_counter() - start
     at_1k = next((rss for i, rss in curve if i >= 1000), curve[0][1])
     growth = curve[-1][1] - at_1k
