@@ -119,12 +119,18 @@ def provenance(runs: dict[str, list[dict]]) -> str:
             f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}")
 
 
-def plot_recall(runs: dict[str, list[dict]], out: Path) -> Path | None:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display here or on clusters)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_recall(runs: dict[str, list[dict]], out: Path) -> Path | None:
+    plt = pyplot()
     bins = gap_bins(runs)
     if not bins:
         return None
@@ -148,11 +154,7 @@ def plot_recall(runs: dict[str, list[dict]], out: Path) -> Path | None:
 
 
 def plot_psnr(runs: dict[str, list[dict]], out: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     plotted = False
     for name, summaries in sorted(runs.items()):
@@ -180,11 +182,7 @@ def plot_core_scaling(bench: Path) -> Path | None:
     path = bench / "cores.json"
     if not path.is_file():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cores = json.loads(path.read_text())["cores"]
     fig, (time_ax, memory_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for core, rows in sorted(cores.items()):

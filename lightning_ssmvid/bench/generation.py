@@ -27,6 +27,7 @@ from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.data.video_io import VideoWriter
 from lightning_ssmvid.generate import rss_mb
 from lightning_ssmvid.model import VideoModel
+from lightning_ssmvid.report import pyplot
 
 # core -> (build kwargs at the long protocol's width, frames to generate in the full run)
 CORES = {
@@ -81,11 +82,7 @@ def write_reports(results: dict, out_dir: Path) -> None:
     write_markdown(out_dir / "generation.md", "Generation benchmark (64x64, decoded and written to MP4)",
                    ["core", "frames", "frames/s", "RSS at 1k MB", "RSS at end MB", "growth after 1k",
                     "MB per 1k frames"], rows, __doc__)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results["results"]:
         ax.plot(*zip(*r["rss_curve"]), label=r["core"])

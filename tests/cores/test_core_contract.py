@@ -11,6 +11,16 @@ CORES = available_cores()
 D = 16
 
 
+def step_rollout(core, u):
+    """The core's step mode over u (B, T, D) -> (y (B, T, D), final state)."""
+    state = core.initial_state(u.shape[0], dtype=u.dtype)
+    ys = []
+    for u_t in u.unbind(1):
+        y_t, state = core.step(u_t, state)
+        ys.append(y_t)
+    return torch.stack(ys, 1), state
+
+
 def make(name: str, dtype=torch.float64):
     torch.manual_seed(0)
     return build_core(name, d_model=D, n_layers=2).to(dtype).eval()
@@ -22,12 +32,8 @@ def test_parallel_equals_step_rollout(name, length):
     core = make(name)
     u = torch.randn(2, length, D, dtype=torch.float64)
     y, final = core(u)
-    state = core.initial_state(2, dtype=torch.float64)
-    steps = []
-    for u_t in u.unbind(1):
-        y_t, state = core.step(u_t, state)
-        steps.append(y_t)
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)
+    stepped, state = step_rollout(core, u)
+    torch.testing.assert_close(stepped, y, rtol=1e-10, atol=1e-10)
     for key in final:
         torch.testing.assert_close(state[key], final[key], rtol=1e-10, atol=1e-10)
 
@@ -37,12 +43,7 @@ def test_parallel_equals_step_rollout_fp32(name):
     core = make(name, torch.float32)
     u = torch.randn(2, 29, D)
     y, _ = core(u)
-    state = core.initial_state(2)
-    steps = []
-    for u_t in u.unbind(1):
-        y_t, state = core.step(u_t, state)
-        steps.append(y_t)
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step_rollout(core, u)[0], y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", CORES)

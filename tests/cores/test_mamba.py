@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lightning_ssmvid.cores import build_core
+from tests.cores.test_core_contract import step_rollout
 
 D = 16
 
@@ -20,12 +21,8 @@ def test_configs_parallel_step_pieces(name, kw):
     core = build_core(name, d_model=D, **kw).double().eval()
     u = torch.randn(2, 70, D, dtype=torch.float64)
     y, final = core(u)
-    state = core.initial_state(2, dtype=torch.float64)
-    ys = []
-    for u_t in u.unbind(1):
-        y_t, state = core.step(u_t, state)
-        ys.append(y_t)
-    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-10, atol=1e-10)
+    stepped, state = step_rollout(core, u)
+    torch.testing.assert_close(stepped, y, rtol=1e-10, atol=1e-10)
     pieces, st = [], None
     for part in (u[:, :2], u[:, 2:51], u[:, 51:]):
         y_part, st = core(part, st)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lightning_ssmvid.cores import build_core
+from tests.cores.test_core_contract import step_rollout as rollout
 
 D = 16
 
@@ -26,15 +27,6 @@ def pair(perturb):
     missing, unexpected = plain_core.load_state_dict(cell_core.state_dict(), strict=False)
     assert not missing and all(".cell." in k or ".to_" in k for k in unexpected)
     return cell_core, plain_core
-
-
-def rollout(core, u):
-    state = core.initial_state(u.shape[0], dtype=u.dtype)
-    ys = []
-    for u_t in u.unbind(1):
-        y_t, state = core.step(u_t, state)
-        ys.append(y_t)
-    return torch.stack(ys, 1), state
 
 
 @pytest.mark.parametrize("inner", ["mamba2", "s4d"])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lightning_ssmvid.cores import build_core, reset_state_slots
+from tests.cores.test_core_contract import step_rollout as rollout
 
 D = 16
 
@@ -11,15 +12,6 @@ D = 16
 def make(**kw):
     torch.manual_seed(0)
     return build_core("transformer", d_model=D, n_layers=2, **kw).double().eval()
-
-
-def rollout(core, u):
-    state = core.initial_state(u.shape[0], dtype=u.dtype)
-    ys = []
-    for u_t in u.unbind(1):
-        y_t, state = core.step(u_t, state)
-        ys.append(y_t)
-    return torch.stack(ys, 1), state
 
 
 @pytest.mark.parametrize("window, block", [(5, 4), (8, 64), (3, 7)])
