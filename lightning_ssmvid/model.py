@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots
 from lightning_ssmvid.metrics import keys
@@ -67,6 +68,7 @@ class VideoModel(L.LightningModule):
         self.nonfinite_in_a_row = 0
         self.skipped_nonfinite = 0
         self.stream_state: State | None = None
+        self.val_pixel_mse = MeanMetric()
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
 
     # ----------------------------------------------------------------------------------------------- model
@@ -146,8 +148,12 @@ class VideoModel(L.LightningModule):
         for name, value in out.items():
             self.log(f"val/{name}", value, batch_size=batch_size, sync_dist=True)
         if "pixel_mse" in out:
-            self.log(keys.VAL_PSNR_NEXT, -10 * torch.log10(out["pixel_mse"].clamp_min(1e-10)), batch_size=batch_size,
-                     sync_dist=True)
+            self.val_pixel_mse.update(out["pixel_mse"].detach(), weight=batch_size)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_pixel_mse.update_called:  # PSNR of the pooled MSE: the same for any batching or process count
+            self.log(keys.VAL_PSNR_NEXT, -10 * torch.log10(self.val_pixel_mse.compute().clamp_min(1e-10)))
+        self.val_pixel_mse.reset()
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])

@@ -71,3 +71,4 @@ def test_evaluate_a_checkpoint_on_the_test_split(trained_run):
 def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         evaluate(str(tmp_path / "nope.ckpt"))
+
