@@ -129,6 +129,15 @@ def pyplot():
     return plt
 
 
+def save_figure(plt, fig, legend_ax, path: Path) -> Path:
+    """Legend, tight layout, PNG at 120 dpi; the figure is closed."""
+    legend_ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_recall(runs: dict[str, list[dict]], out: Path) -> Path | None:
     plt = pyplot()
     bins = gap_bins(runs)
@@ -146,11 +155,7 @@ def plot_recall(runs: dict[str, list[dict]], out: Path) -> Path | None:
         ax.axhline(chance[0], color="grey", linestyle="--", label="chance")
     ax.set(xscale="log", xlabel="gap (frames the cue was hidden)", ylabel="cue recall", ylim=(-0.02, 1.02),
            title="Long-range recall vs gap")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "recall_vs_gap.png", dpi=120)
-    plt.close(fig)
-    return out / "recall_vs_gap.png"
+    return save_figure(plt, fig, ax, out / "recall_vs_gap.png")
 
 
 def plot_psnr(runs: dict[str, list[dict]], out: Path) -> Path | None:
@@ -170,11 +175,7 @@ def plot_psnr(runs: dict[str, list[dict]], out: Path) -> Path | None:
         plt.close(fig)
         return None
     ax.set(xlabel="horizon (frames after the context)", ylabel="PSNR (dB)", title="Rollout PSNR vs horizon")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "psnr_vs_horizon.png", dpi=120)
-    plt.close(fig)
-    return out / "psnr_vs_horizon.png"
+    return save_figure(plt, fig, ax, out / "psnr_vs_horizon.png")
 
 
 def plot_core_scaling(bench: Path) -> Path | None:
@@ -194,11 +195,7 @@ def plot_core_scaling(bench: Path) -> Path | None:
                 title="Training step time vs length")
     memory_ax.set(xscale="log", yscale="log", xlabel="sequence length (frames)", ylabel="peak memory growth (MB)",
                   title="Memory vs length")
-    time_ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(bench / "cores_scaling.png", dpi=120)
-    plt.close(fig)
-    return bench / "cores_scaling.png"
+    return save_figure(plt, fig, time_ax, bench / "cores_scaling.png")
 
 
 def load_generation(bench: Path) -> dict[str, dict]:
