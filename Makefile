@@ -8,7 +8,7 @@ experiment ?= smoke
 args ?=
 
 .DEFAULT_GOAL := train
-.PHONY: train test data evaluate generate bench table reproduce clean help
+.PHONY: train test data evaluate generate bench table reproduce sweep agent clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -43,9 +43,17 @@ table: $(STAMP) ## build reports/comparison.md from the runs' summary.json files
 reproduce: $(STAMP) ## run every *_long experiment not yet finished (seeds="42 43"), then make table
 	$(PY) -m lightning_ssmvid.reproduce --seeds $(or $(seeds),42) $(args)
 
+sweep: $(STAMP) ## validate conf/sweep/NAME.yaml offline, create the W&B sweep: make sweep sweep=NAME [entity=E project=P]
+	@test -n "$(sweep)" || { echo "usage: make sweep sweep=NAME (one of: $$(ls conf/sweep | sed 's/.yaml//' | xargs))"; exit 2; }
+	$(PY) -m lightning_ssmvid.sweep create $(sweep) $(if $(entity),--entity $(entity)) $(if $(project),--project $(project))
+
+agent: $(STAMP) ## run a W&B sweep agent here: make agent id=ENTITY/PROJECT/ID [count=N]
+	@test -n "$(id)" || { echo "usage: make agent id=ENTITY/PROJECT/ID [count=N]"; exit 2; }
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m lightning_ssmvid.sweep agent $(id) $(if $(count),--count $(count))
+
 clean: ## remove run folders and caches (keeps data/ and .venv)
 	rm -rf logs outputs multirun wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'

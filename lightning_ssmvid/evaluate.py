@@ -26,7 +26,8 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
     model = load_model(ckpt_path)
-    cfg = OmegaConf.merge(OmegaConf.create(model.run_config), OmegaConf.from_dotlist(overrides or []))
+    overrides = [o.removeprefix("+") for o in overrides or []]  # Hydra's "+key=value" adds a key; so does key=value
+    cfg = OmegaConf.merge(OmegaConf.create(model.run_config), OmegaConf.from_dotlist(overrides))
     run_dir = Path(ckpt_path).resolve().parent.parent
     split = cfg.data.get("val_split", "val")
     out_dir = run_dir / f"eval_{split}"
@@ -50,7 +51,7 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         summary.setdefault("evaluation", {})[split] = {"checkpoint": str(ckpt_path), "metrics": metrics,
-                                                       "overrides": overrides or []}
+                                                       "overrides": overrides}
         write_json_atomic(summary_path, summary)
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":

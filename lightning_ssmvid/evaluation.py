@@ -149,7 +149,8 @@ class Evaluator:
             scalars[f"{p}/{keys.RECALL_CODEC}"] = float(self.codec_recall.compute()["recall"])
             with self.recall.sync_context():
                 totals = self.recall.total.tolist()
-            scalars.update({f"{p}/recall_events_gap{b}": n for b, n in zip(self.recall.gap_bins, totals)})
+            scalars.update({f"{p}/{keys.RECALL_EVENTS_GAP.format(gap=b)}": n
+                            for b, n in zip(self.recall.gap_bins, totals)})
         if self.fvd is not None:
             with self.fvd.sync_context():
                 n_videos, key = self.fvd.n_videos, self.fvd.key(p)
@@ -221,7 +222,7 @@ class RolloutEvaluation(L.Callback):
             curves["memory_halflife"] = sorted(lives.tolist())
         for key, value in scalars.items():
             if math.isfinite(value):
-                pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
+                pl_module.log(key, value, sync_dist=True)  # equal on every rank (synced metrics): their mean is exact
         if trainer.is_global_zero:
             out = self.output_dir or Path(trainer.default_root_dir)
             videos = write_samples(evaluator.samples, out / "samples" / f"epoch{trainer.current_epoch:03d}", self.fps,
@@ -265,16 +266,20 @@ def log_to_wandb(trainer: L.Trainer, scalars: dict, curves: dict, videos: list[P
     import wandb
 
     logger = wandb_loggers[0]
+    horizon, psnr = keys.CHART_COLUMNS[keys.PSNR_CURVE]  # the column names the dashboard's chart panels query
+    ssim = keys.CHART_COLUMNS[keys.SSIM_CURVE][1]
     rows = [[h, p, s] for h, p, s in zip(curves["horizon"], curves["psnr"], curves["ssim"]) if p is not None]
-    table = wandb.Table(data=rows, columns=["horizon", "psnr", "ssim"])
-    payload = {f"{keys.CURVES}/psnr_vs_horizon": wandb.plot.line(table, "horizon", "psnr", title="PSNR vs horizon"),
-               f"{keys.CURVES}/ssim_vs_horizon": wandb.plot.line(table, "horizon", "ssim", title="SSIM vs horizon")}
-    recall = [[k.split("recall_gap")[1], v] for k, v in scalars.items() if "/recall_gap" in k and math.isfinite(v)]
+    table = wandb.Table(data=rows, columns=[horizon, psnr, ssim])
+    payload = {keys.PSNR_CURVE: wandb.plot.line(table, horizon, psnr, title="PSNR vs horizon"),
+               keys.SSIM_CURVE: wandb.plot.line(table, horizon, ssim, title="SSIM vs horizon")}
+    per_gap = "/" + keys.RECALL_GAP.format(gap="")  # "/recall_gap" under any prefix
+    recall = [[k.split(per_gap)[1], v] for k, v in scalars.items() if per_gap in k and math.isfinite(v)]
     if recall:
-        recall_table = wandb.Table(data=recall, columns=["gap", "recall"])
-        payload[f"{keys.CURVES}/recall_vs_gap"] = wandb.plot.bar(recall_table, "gap", "recall", title="Recall vs gap")
+        gap, accuracy = keys.CHART_COLUMNS[keys.RECALL_CURVE]
+        recall_table = wandb.Table(data=recall, columns=[gap, accuracy])
+        payload[keys.RECALL_CURVE] = wandb.plot.bar(recall_table, gap, accuracy, title="Recall vs gap")
     if half_lives is not None:  # log10 frames: half-lives span many orders of magnitude
-        payload[f"{keys.CURVES}/memory_halflife_log10_frames"] = wandb.Histogram(half_lives.clamp_min(1e-3).log10())
+        payload[keys.MEMORY_HALFLIFE_HISTOGRAM] = wandb.Histogram(half_lives.clamp_min(1e-3).log10())
     logger.experiment.log(payload)  # at W&B's current step (the logger may already be past global_step)
     for i, path in enumerate(videos):
-        logger.log_video(f"{keys.SAMPLES}/{i}", [str(path)], format=["mp4"])
+        logger.log_video(keys.SAMPLE.format(i=i), [str(path)], format=["mp4"])

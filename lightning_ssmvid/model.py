@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 
 from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots
 from lightning_ssmvid.metrics import keys
+from lightning_ssmvid.metrics.temporal import PooledPSNR
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,11 @@ class VideoModel(L.LightningModule):
         latent_weight: float = 0.1,
         freeze_codec: bool = False,
         max_nonfinite_steps: int = 20,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.codec, self.core = codec, core
+        core.checkpoint_layers = activation_checkpointing
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.pixel_weight, self.recon_weight, self.latent_weight = pixel_weight, recon_weight, latent_weight
         latent_dim, d_model = codec.latent_dim, core.d_model
@@ -68,7 +71,10 @@ class VideoModel(L.LightningModule):
         self.nonfinite_in_a_row = 0
         self.skipped_nonfinite = 0
         self.stream_state: State | None = None
-        self.val_pixel_mse = MeanMetric()
+        # validation means as torchmetrics: DDP sums weighted values and weights exactly (Lightning's own mean
+        # reduction of logged values averages integer batch counts, which is wrong for unequal ranks)
+        self.val_means = nn.ModuleDict({name: MeanMetric() for name in ("loss", "latent_mse", "pixel_mse", "recon_mse")})
+        self.val_psnr_next = PooledPSNR()
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
 
     # ----------------------------------------------------------------------------------------------- model
@@ -144,16 +150,14 @@ class VideoModel(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out, _ = self.losses(batch)
-        batch_size = clip_shape(batch)[0]
+        # weighted by the real clips: a rank's filler clips (valid=False) add nothing to the pooled means
+        n_clips = batch["valid"].sum() if "valid" in batch else clip_shape(batch)[0]
         for name, value in out.items():
-            self.log(f"val/{name}", value, batch_size=batch_size, sync_dist=True)
+            self.val_means[name].update(value.detach(), weight=n_clips)
+            self.log(f"val/{name}", self.val_means[name])
         if "pixel_mse" in out:
-            self.val_pixel_mse.update(out["pixel_mse"].detach(), weight=batch_size)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.val_pixel_mse.update_called:  # PSNR of the pooled MSE: the same for any batching or process count
-            self.log(keys.VAL_PSNR_NEXT, -10 * torch.log10(self.val_pixel_mse.compute().clamp_min(1e-10)))
-        self.val_pixel_mse.reset()
+            self.val_psnr_next.update(out["pixel_mse"].detach(), weight=n_clips)
+            self.log(keys.VAL_PSNR_NEXT, self.val_psnr_next)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
@@ -164,14 +168,18 @@ class VideoModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["run_config"] = self.run_config
         checkpoint["nonfinite_steps_skipped"] = self.skipped_nonfinite
-        checkpoint["stream_state"] = self.stream_state  # a resumed stream goes on with the state it had
+        # a resumed stream goes on with the state it had: every rank's own (rank 0 writes the file)
+        checkpoint["stream_state_by_rank"] = gather_state_from_ranks(detach_state(self.stream_state))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("run_config")
         self.skipped_nonfinite = checkpoint.get("nonfinite_steps_skipped", 0)
-        # rank 0 wrote the checkpoint: its carried state is only this process's own in a single-process run
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.stream_state = None if distributed else checkpoint.get("stream_state")
+        by_rank = checkpoint.get("stream_state_by_rank") or [checkpoint.get("stream_state")]  # older checkpoints
+        rank, world_size = _rank_and_world_size()
+        self.stream_state = by_rank[rank] if len(by_rank) == world_size else None
+        if len(by_rank) != world_size and self._trainer is not None:  # resuming training on another process count
+            log.warning("checkpoint has carried stream states of %d processes, this run has %d: streams restart",
+                        len(by_rank), world_size)
 
     # ------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -219,3 +227,20 @@ def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = run_config
     return model.eval()
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather_state_from_ranks(state: State | None) -> list[State | None]:
+    """Every process's ``state`` (on the CPU), in rank order: ``[state]`` in a single process."""
+    state = None if state is None else {key: value.cpu() for key, value in state.items()}
+    world_size = _rank_and_world_size()[1]
+    if world_size == 1:
+        return [state]
+    gathered: list = [None] * world_size
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.utils.config import PROJECT_ROOT
 from lightning_ssmvid.utils.summary import code_commit
 
@@ -94,7 +95,7 @@ def build_rows(runs: dict[str, list[dict]], generation: dict[str, dict]) -> tupl
         row += [fmt(metric(f"val/{h.replace('psnr', 'ssim')}"), 3) for h in (short_h, long_h) if h]
         row.append(fmt(metric(fvd_keys[0]), 1) if fvd_keys else "n/a (no I3D weights)")
         row += [fmt(mean_std([s.get("train/frames_per_s") for s in summaries]), 0),
-                fmt(mean_std([s.get("peak_rss_mb") for s in summaries]), 0)]
+                fmt(mean_std([s.get(keys.PEAK_RSS_MB) for s in summaries]), 0)]
         row += [f"{gen['frames_per_s']:.0f}" if gen else "–",
                 f"{gen['rss_growth_mb_per_1k']:.2f}" if gen else "–"]
         rows.append(row)

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.stages import prepare_two_stage
@@ -21,7 +24,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:  # DDP's other processes run this too
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -32,9 +36,16 @@ def train(cfg: DictConfig) -> dict:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:  # the resolved config as the run's hyper-parameters (W&B groups and filters by them)
+        logger.log_hyperparams(model.run_config)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
+    ckpt_path = cfg.get("ckpt_path")
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and cfg.get("auto_resume") and last.is_file():  # a requeued job goes on where it stopped
+        log.info("resuming from %s (this run folder's own last checkpoint)", last)
+        ckpt_path = str(last)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         for logger in loggers:
             if type(logger).__name__ == "WandbLogger":
@@ -48,9 +59,31 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
+def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
+    """``cfg.trainer`` instantiated; asking for devices this machine lacks is an error that says what to do."""
+    try:
+        return instantiate(cfg.trainer, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        if isinstance(cause, MisconfigurationException) or "device" in str(cause).lower():
+            raise MisconfigurationException(
+                f"{cause}\nHint: trainer.accelerator={cfg.trainer.accelerator} trainer.devices={cfg.trainer.devices} "
+                "asks for more devices than this machine has. Lower trainer.devices, or run DDP on CPU processes "
+                "with trainer.accelerator=cpu (gloo), e.g. trainer=ddp trainer.accelerator=cpu trainer.devices=2."
+            ) from cause
+        raise
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Train; return ``cfg.optimized_metric`` (what Hydra's Optuna sweeper maximises or minimises), if set."""
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric {name!r} was not logged; logged: {', '.join(sorted(metrics))}")
+    return metrics[name]
 
 
 if __name__ == "__main__":

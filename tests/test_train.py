@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -124,5 +125,30 @@ def test_resume_mid_epoch_matches_uninterrupted(compose_cfg, tmp_path, sampling)
     assert full["global_step"] == resumed["global_step"] == 6
     for key, value in full["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-6, atol=1e-7)
-    for key, value in (full["stream_state"] or {}).items():
-        torch.testing.assert_close(resumed["stream_state"][key], value, rtol=1e-6, atol=1e-7)
+    (full_state,), (resumed_state,) = full["stream_state_by_rank"], resumed["stream_state_by_rank"]
+    assert (full_state is None) == (sampling == "random")
+    for key, value in (full_state or {}).items():
+        torch.testing.assert_close(resumed_state[key], value, rtol=1e-6, atol=1e-7)
+
+
+def test_a_rerun_in_the_same_run_folder_resumes_from_its_last_checkpoint(compose_cfg, caplog):
+    """What a requeued SLURM job does: same folder, no ckpt_path; it goes on instead of starting over."""
+    common = ["experiment=smoke", "logger=none", "data.samples_per_epoch=16", "callbacks.evaluation.n_clips=0"]
+    train(compose_cfg(*common, "trainer.max_epochs=1"))
+    train(compose_cfg(*common, "trainer.max_epochs=1", "auto_resume=false"))
+    assert "resuming from" not in caplog.text
+    cfg = compose_cfg(*common, "trainer.max_epochs=2")
+    with caplog.at_level(logging.INFO, logger="lightning_ssmvid.train"):
+        train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert f"resuming from {last}" in caplog.text
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 2  # 16 clips / batch 8 per epoch
+
+
+@pytest.mark.parametrize("core", [p.stem for p in (PROJECT_ROOT / "conf" / "core").glob("*.yaml")])
+def test_bf16_mixed_precision_with_activation_checkpointing_trains_every_core(compose_cfg, core):
+    cfg = compose_cfg("experiment=smoke", f"core={core}", "core.d_model=64", "trainer.fast_dev_run=true",
+                      "trainer.precision=bf16-mixed", "model.activation_checkpointing=true", "logger=none")
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor([metrics["train/loss"], metrics["val/loss"]])).all()

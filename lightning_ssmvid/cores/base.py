@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 State = dict[str, Tensor]
 
@@ -88,8 +89,11 @@ class ResidualCore(Core):
     """``n_layers`` pre-norm residual blocks ``x + mixer(norm(x))`` (optionally ``+ mlp(norm(x))``), then a norm.
 
     Works on any time shape, so one code path serves both ``forward`` (B, T, D) and ``step`` (B, D); the state
-    of layer ``i`` is stored under keys ``"{i}.{name}"``.
+    of layer ``i`` is stored under keys ``"{i}.{name}"``. ``checkpoint_layers = True`` recomputes each layer's
+    activations in backward (activation checkpointing: less memory for long clips, about one more forward).
     """
+
+    checkpoint_layers = False
 
     def __init__(self, d_model: int, n_layers: int, make_mixer: Callable[[int], Mixer], mlp_ratio: float = 0.0):
         super().__init__()
@@ -112,17 +116,23 @@ class ResidualCore(Core):
         prefix = f"{i}."
         return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
+    def _layer(self, i: int, x: Tensor, layer_state: State | None, stepping: bool) -> tuple[Tensor, State]:
+        mixer = self.mixers[i].step if stepping else self.mixers[i]
+        y, layer_state = mixer(self.norms[i](x), layer_state)
+        x = x + y
+        if self.mlps is not None:
+            x = x + self.mlps[i](self.mlp_norms[i](x))
+        return x, layer_state
+
     def _run(self, x: Tensor, state: State | None, stepping: bool) -> tuple[Tensor, State]:
         new_state: State = {}
-        for i, (mixer, norm) in enumerate(zip(self.mixers, self.norms)):
+        recompute = self.checkpoint_layers and not stepping and torch.is_grad_enabled()
+        for i in range(self.n_layers):
             layer_state = None if state is None else self._layer_state(state, i)
-            if stepping:
-                y, layer_state = mixer.step(norm(x), layer_state)
+            if recompute:  # keep only each layer's input; its activations are recomputed in backward
+                x, layer_state = checkpoint(self._layer, i, x, layer_state, False, use_reentrant=False)
             else:
-                y, layer_state = mixer(norm(x), layer_state)
-            x = x + y
-            if self.mlps is not None:
-                x = x + self.mlps[i](self.mlp_norms[i](x))
+                x, layer_state = self._layer(i, x, layer_state, stepping)
             new_state.update({f"{i}.{key}": value for key, value in layer_state.items()})
         return self.final_norm(x), new_state
 

@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import multiprocessing
+import signal
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -551,7 +552,8 @@ def generate_long_memory(
         pool = None
         if workers > 1 and len(tasks) > 1:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)))  # before rich starts a thread
+            pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)),  # before rich starts a thread
+                                                            initializer=_default_sigterm)
         try:
             from rich.progress import Progress
 
@@ -563,11 +565,18 @@ def generate_long_memory(
                     remaining[split] -= 1
                     if remaining[split] == 0:
                         finish(split)
+            if pool is not None:
+                pool.close()  # all done: workers exit on their own
         finally:
             if pool is not None:
                 pool.terminate()
                 pool.join()
     return dataset_dir
+
+
+def _default_sigterm() -> None:
+    """Pool workers die on SIGTERM (``Pool.terminate``) even when the parent ignores it, as submitit's SLURM jobs do."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def list_clips(split_dir: str | os.PathLike) -> list[Path]:

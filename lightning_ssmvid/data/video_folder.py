@@ -82,13 +82,14 @@ class ClipDataset(Dataset):
         return len(self.videos)
 
     def __getitem__(self, item) -> dict:
-        """``item``: ``(video, start)`` or a streaming ``SegmentItem`` (which adds ``reset``/``valid`` flags)."""
+        """``item``: ``(video, start[, valid])`` or a streaming ``SegmentItem`` (which adds ``reset``/``valid``)."""
         if isinstance(item, SegmentItem):
             # an invalid filler slot reads a real clip too (cheap, same shape); its loss weight is zero
             return {self.key: self._read(item.video, item.start), "video": item.video, "start": item.start,
                     "reset": item.reset, "valid": item.valid, "batch_index": item.batch_index}
-        index, start = item
-        return {self.key: self._read(index, start), "video": index, "start": start}
+        index, start, *valid = item  # (video, start) or (video, start, valid)
+        out = {self.key: self._read(index, start), "video": index, "start": start}
+        return out | {"valid": valid[0]} if valid else out
 
     def _read(self, index: int, start: int) -> torch.Tensor:
         """(T, 3, S, S) uint8 frames, or (T, D) float32 latents."""
@@ -137,9 +138,11 @@ class RandomClipSampler(Sampler):
 
 
 class FixedClipSampler(Sampler):
-    """Validation clips: ``clips_per_video`` evenly spaced clips of every video, always the same.
+    """Validation clips: ``clips_per_video`` evenly spaced clips of every video, always the same, as
+    ``(video, start, valid)``.
 
-    Rank ``r`` takes items ``r, r + world_size, ...``: no padding duplicates, so sums over ranks are exact.
+    Rank ``r`` takes items ``r, r + world_size, ...``; ranks left short are topped up with ``valid=False`` fillers
+    (weight zero, never duplicates), so every rank has the same number of clips and sums over ranks are exact.
     """
 
     def __init__(self, dataset: ClipDataset, clips_per_video: int = 1, rank: int = 0, world_size: int = 1):
@@ -147,8 +150,9 @@ class FixedClipSampler(Sampler):
         for index, video in enumerate(dataset.videos):
             last_start = video.n_frames - dataset.span
             starts = np.linspace(0, last_start, clips_per_video).round().astype(int)
-            items += [(index, int(start)) for start in sorted(set(starts.tolist()))]
-        self.items = items[rank::world_size]
+            items += [(index, int(start), True) for start in sorted(set(starts.tolist()))]
+        mine = items[rank::world_size]
+        self.items = mine + [(*items[0][:2], False)] * (-(-len(items) // world_size) - len(mine))
 
     def __len__(self) -> int:
         return len(self.items)

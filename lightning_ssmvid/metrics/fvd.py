@@ -61,6 +61,7 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import Metric
 
@@ -413,7 +414,7 @@ def load_fvd_metric(
 ) -> FrechetVideoDistance | None:
     """Build the I3D FVD metric, or return ``None`` when the weights are absent.
 
-    Absent weights (no path, or no file at the path) are logged once per process as a
+    Absent weights (no path, or no file at the path) are logged once (by rank 0) as a
     ``logging`` warning on this module's logger that says how to provide them; callers then
     skip FVD (no value is logged for it).
 
@@ -423,7 +424,7 @@ def load_fvd_metric(
     path = None if detector_path in (None, "") else Path(detector_path).expanduser()
     if path is None or not path.is_file():
         global _warned_missing
-        if not _warned_missing:
+        if not _warned_missing and rank_zero_only.rank == 0:  # once per run, not once per DDP process
             _warned_missing = True
             where = "no path configured" if path is None else f"file not found: {path}"
             log.warning("FVD will NOT be computed (%s). %s", where, _HOW_TO_PROVIDE)

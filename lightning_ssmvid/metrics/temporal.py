@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 __all__ = [
@@ -138,6 +138,13 @@ class HorizonQuality(Metric):
         curves = self.compute()
         bins = default_horizon_bins(self.max_horizon) if bins is None else bins
         return {**summarise(curves["psnr"], bins, "psnr"), **summarise(curves["ssim"], bins, "ssim")}
+
+
+class PooledPSNR(MeanMetric):
+    """PSNR of the weighted mean of per-batch MSEs (data range 1): the same for any batching or process count."""
+
+    def compute(self) -> Tensor:
+        return -10 * torch.log10(super().compute().clamp_min(1e-10))
 
 
 def default_horizon_bins(max_horizon: int) -> list[tuple[int, int]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -21,3 +23,10 @@ def instantiate_list(cfg: DictConfig | None) -> list:
     if not cfg:
         return []
     return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+
+
+def compose_train_config(*overrides: str) -> DictConfig:
+    """The train config as ``python -m lightning_ssmvid.train OVERRIDES`` composes it (without the hydra node)."""
+    GlobalHydra.instance().clear()  # compose needs a fresh Hydra (a test or an earlier compose may hold one)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))

@@ -80,6 +80,13 @@ class RunSummary(L.Callback):
         batch_size, length = clip_shape(batch)
         self.train_frames += batch_size * length
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Throughput (frames/s per process, averaged over processes) and peak memory (the largest process) to the
+        loggers, so the dashboards can compare cores on them."""
+        if self.train_seconds:
+            pl_module.log(keys.TRAIN_FRAMES_PER_S, self.train_frames / self.train_seconds, sync_dist=True)
+        pl_module.log(keys.PEAK_RSS_MB, peak_rss_mb(), sync_dist=True, reduce_fx="max")
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
@@ -109,12 +116,14 @@ class RunSummary(L.Callback):
             "params": {"core": count(pl_module.core), "codec": count(pl_module.codec), "total": count(pl_module)},
             "final": self.final,
             "best": self.best,
+            "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "wall_time_s": time.perf_counter() - self._fit_start,
             "written_at": time.time(),
             keys.TRAIN_FRAMES_PER_S: self.train_frames / self.train_seconds if self.train_seconds else None,
-            "peak_rss_mb": peak_rss_mb(),
+            keys.PEAK_RSS_MB: peak_rss_mb(),
             "skipped_nonfinite_steps": pl_module.skipped_nonfinite,
             "codec_source": pl_module.codec_source,
             "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,

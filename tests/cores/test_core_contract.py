@@ -101,3 +101,17 @@ def test_exposes_d_model_and_n_layers(name):
 def test_unknown_core_lists_valid_names():
     with pytest.raises(ValueError, match="valid cores: .*gru"):
         build_core("nope", d_model=D)
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients(name):
+    grads = []
+    for recompute in (False, True):
+        core = make(name).train()
+        core.checkpoint_layers = recompute
+        u = torch.randn(2, 19, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y, state = core(u)
+        (y.square().sum() + sum(v.sum() for v in state.values())).backward()
+        grads.append([u.grad, *(p.grad for p in core.parameters())])
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(recomputed, plain, rtol=1e-10, atol=1e-10)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lightning_ssmvid.data.datamodule import VideoDataModule
+from lightning_ssmvid.data.video_folder import FixedClipSampler
 from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
 
 
@@ -91,3 +92,15 @@ def test_folder_without_readable_video_names_the_folder(tmp_path):
 def test_missing_root_is_a_clear_error():
     with pytest.raises(ValueError, match="data.root"):
         VideoDataModule(root="???")
+
+
+@pytest.mark.parametrize("n_videos, world_size", [(3, 2), (1, 2), (4, 3)])
+def test_validation_clips_split_over_ranks_exactly_once_with_fillers(tmp_path, n_videos, world_size):
+    for i in range(n_videos):
+        write_video(tmp_path / f"v{i}.mp4", clip(20, 64, 10 * i))
+    dm = VideoDataModule(root=str(tmp_path), clip_length=4, frame_size=32, batch_size=2, val_fraction=0.0)
+    dm.setup()
+    ranks = [list(FixedClipSampler(dm.val_set, 2, rank, world_size)) for rank in range(world_size)]
+    assert len({len(items) for items in ranks}) == 1, "every rank runs the same number of clips (none has zero)"
+    valid = [item[:2] for items in ranks for item in items if item[2]]
+    assert sorted(valid) == sorted(item[:2] for item in FixedClipSampler(dm.val_set, 2)), "each clip exactly once"
