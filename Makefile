@@ -8,7 +8,7 @@ experiment ?= smoke
 args ?=
 
 .DEFAULT_GOAL := train
-.PHONY: train test data evaluate generate bench table reproduce sweep agent clean help
+.PHONY: train test data evaluate generate bench table reproduce sweep agent dashboard wandb-report clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -50,6 +50,12 @@ sweep: $(STAMP) ## validate conf/sweep/NAME.yaml offline, create the W&B sweep: 
 agent: $(STAMP) ## run a W&B sweep agent here: make agent id=ENTITY/PROJECT/ID [count=N]
 	@test -n "$(id)" || { echo "usage: make agent id=ENTITY/PROJECT/ID [count=N]"; exit 2; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m lightning_ssmvid.sweep agent $(id) $(if $(count),--count $(count))
+
+dashboard: $(STAMP) ## create/update the W&B workspace views, one per family: make dashboard entity=E [project=P]
+	$(PY) -m lightning_ssmvid.dashboard workspace $(if $(entity),--entity $(entity)) --project $(or $(project),lightning_ssmvid) $(args)
+
+wandb-report: $(STAMP) ## create/update the W&B report (comparison table + key plots): make wandb-report entity=E [project=P]
+	$(PY) -m lightning_ssmvid.dashboard report $(if $(entity),--entity $(entity)) --project $(or $(project),lightning_ssmvid) $(args)
 
 clean: ## remove run folders and caches (keeps data/ and .venv)
 	rm -rf logs outputs multirun wandb .pytest_cache

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import open_dict
 
 from lightning_ssmvid.train import train
@@ -152,3 +153,9 @@ def test_bf16_mixed_precision_with_activation_checkpointing_trains_every_core(co
                       "trainer.precision=bf16-mixed", "model.activation_checkpointing=true", "logger=none")
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor([metrics["train/loss"], metrics["val/loss"]])).all()
+
+
+def test_more_devices_than_exist_is_lightnings_error_with_a_hint(compose_cfg):
+    cfg = compose_cfg("experiment=smoke", "trainer=ddp", "trainer.devices=64", "logger=none")
+    with pytest.raises(MisconfigurationException, match="Hint: .*trainer.accelerator=cpu"):
+        train(cfg)

@@ -5,18 +5,30 @@ from __future__ import annotations
 import netrc
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
 
 
 def wandb_has_credentials() -> bool:
+    """An API key in ``WANDB_API_KEY``, or a netrc entry (``wandb login``) for the W&B server in use."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
         hosts = netrc.netrc(os.environ.get("NETRC", Path.home() / ".netrc")).hosts
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
-    return any("wandb" in host for host in hosts)
+    return any("wandb" in host or host == wandb_server_host() for host in hosts)
+
+
+def wandb_server_host() -> str | None:
+    """The host of the W&B server ``wandb login`` writes credentials for (``WANDB_BASE_URL`` or wandb's default)."""
+    base_url = os.environ.get("WANDB_BASE_URL")
+    if base_url is None:
+        import wandb
+
+        base_url = wandb.Settings().base_url
+    return urlparse(base_url).hostname
 
 
 def wandb_mode() -> str:
