@@ -52,10 +52,10 @@ agent: $(STAMP) ## run a W&B sweep agent here: make agent id=ENTITY/PROJECT/ID [
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m lightning_ssmvid.sweep agent $(id) $(if $(count),--count $(count))
 
 dashboard: $(STAMP) ## create/update the W&B workspace views, one per family: make dashboard entity=E [project=P]
-	$(PY) -m lightning_ssmvid.dashboard workspace $(if $(entity),--entity $(entity)) --project $(or $(project),lightning_ssmvid) $(args)
+	$(PY) -m lightning_ssmvid.dashboard workspace $(if $(entity),--entity $(entity)) $(if $(project),--project $(project)) $(args)
 
 wandb-report: $(STAMP) ## create/update the W&B report (comparison table + key plots): make wandb-report entity=E [project=P]
-	$(PY) -m lightning_ssmvid.dashboard report $(if $(entity),--entity $(entity)) --project $(or $(project),lightning_ssmvid) $(args)
+	$(PY) -m lightning_ssmvid.dashboard report $(if $(entity),--entity $(entity)) $(if $(project),--project $(project)) $(args)
 
 clean: ## remove run folders and caches (keeps data/ and .venv)
 	rm -rf logs outputs multirun wandb .pytest_cache

@@ -24,11 +24,13 @@ from omegaconf import DictConfig
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.temporal import default_horizon_bins
 from lightning_ssmvid.utils.config import CONFIG_DIR, PROJECT_ROOT, compose_train_config
-from lightning_ssmvid.utils.loggers import wandb_has_credentials
+from lightning_ssmvid.utils.loggers import WANDB_PROJECT, wandb_has_credentials
 
 FAMILIES = ("long", "short")
-PROJECT = "lightning_ssmvid"  # conf/logger/wandb.yaml
-GROUP_BY_CORE = "core.name"  # train() logs the resolved config as the W&B run config
+PROJECT = WANDB_PROJECT
+# one group per experiment, i.e. per core within a family: core.name would merge transformer_window (the memoryless
+# control, core.name "transformer") with the full transformer. train() logs the resolved config as the run config.
+GROUP_BY_CORE = "name"
 REPORT_SECTIONS = ("Recall vs gap", "Quality vs horizon", "FVD", "Memory horizon", "Throughput and memory")
 LINE, BAR = ("wandb/line/v0", ("x", "y")), ("wandb/bar/v0", ("label", "value"))  # wandb.plot.line / .bar specs
 

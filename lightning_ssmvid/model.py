@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Callable, Iterator
 
 import lightning as L
@@ -72,9 +73,11 @@ class VideoModel(L.LightningModule):
         self.skipped_nonfinite = 0
         self.stream_state: State | None = None
         # validation means as torchmetrics: DDP sums weighted values and weights exactly (Lightning's own mean
-        # reduction of logged values averages integer batch counts, which is wrong for unequal ranks)
-        self.val_means = nn.ModuleDict({name: MeanMetric() for name in ("loss", "latent_mse", "pixel_mse", "recon_mse")})
-        self.val_psnr_next = PooledPSNR()
+        # reduction of logged values averages integer batch counts, which is wrong for unequal ranks); a NaN stays
+        # NaN (torchmetrics' default drops it, which would report a diverged run as better)
+        self.val_means = nn.ModuleDict({name: MeanMetric(nan_strategy=math.nan)
+                                        for name in ("loss", "latent_mse", "pixel_mse", "recon_mse")})
+        self.val_psnr_next = PooledPSNR(nan_strategy=math.nan)
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
 
     # ----------------------------------------------------------------------------------------------- model
@@ -122,7 +125,7 @@ class VideoModel(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         if "valid" in batch and not batch["valid"].any():  # an epoch's tail filler: keep DDP ranks in step, cheaply
             self.stream_state = None
-            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+            return self._zero_loss()
         out, state = self.losses(batch, self._carried_state(batch))
         if "reset" in batch:
             self.stream_state = detach_state(state)
@@ -145,7 +148,10 @@ class VideoModel(L.LightningModule):
                 f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss; stopping. "
                 "Lower model.optimizer.lr or enable trainer.gradient_clip_val; the last good checkpoint is kept."
             )
-        # a zero loss on the parameters (not None): every DDP rank still runs backward, so none waits forever
+        return self._zero_loss()
+
+    def _zero_loss(self) -> Tensor:
+        """A zero loss on the parameters (not None): every DDP rank still runs backward, so none waits forever."""
         return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -20,13 +20,14 @@ import yaml
 from hydra.errors import ConfigCompositionException
 
 from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config
-from lightning_ssmvid.utils.loggers import wandb_has_credentials
+from lightning_ssmvid.utils.loggers import WANDB_PROJECT, wandb_has_credentials
 
 SWEEP_DIR = CONFIG_DIR / "sweep"
 TRAIN_MODULE = "lightning_ssmvid.train"
 
 
 def available_sweeps() -> list[str]:
+    """The names of the specs in ``conf/sweep/``."""
     return sorted(p.stem for p in SWEEP_DIR.glob("*.yaml"))
 
 
@@ -75,15 +76,20 @@ def train_overrides(command: list[str]) -> list[str]:
 
 
 def validate(name: str) -> list[str]:
-    """Check spec ``name`` offline (schema, and every parameter a config key); return a trial's overrides."""
+    """Check spec ``name`` offline: its schema, and that the config composes for the proposed parameter set and for
+    every listed value of every parameter (a misspelt key or experiment fails here). Returns a trial's overrides."""
     spec = load_spec(name)
-    overrides = train_overrides(trial_command(spec, propose(spec)))
-    try:
-        compose_train_config(*overrides)
-    except ConfigCompositionException as error:
-        keys = ", ".join(spec.get("parameters", {}))
-        raise ValueError(f"sweep {name!r}: its parameters ({keys}) must be keys of the train config: {error}") from error
-    return overrides
+    params = propose(spec)
+    variants = [{**params, key: value} for key, entry in spec.get("parameters", {}).items()
+                for value in entry.get("values", []) if value != params.get(key)]
+    for trial in [params, *variants]:
+        try:
+            compose_train_config(*train_overrides(trial_command(spec, trial)))
+        except ConfigCompositionException as error:
+            keys = ", ".join(spec.get("parameters", {}))
+            raise ValueError(f"sweep {name!r}: its parameters ({keys}) must be keys of the train config and their "
+                             f"values valid choices: {error}") from error
+    return train_overrides(trial_command(spec, params))
 
 
 def create(name: str, entity: str | None, project: str) -> str:
@@ -99,6 +105,7 @@ def create(name: str, entity: str | None, project: str) -> str:
 
 
 def require_credentials() -> None:
+    """Exit with what to set when there is no W&B API key (sweeps live on the W&B server)."""
     if not wandb_has_credentials():
         raise SystemExit("W&B sweeps need an account: set WANDB_API_KEY or run `.venv/bin/wandb login`, then retry. "
                          "Offline, search with Optuna instead: make experiment=NAME args=\"hparams_search=optuna\"")
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     make = sub.add_parser("create", help="validate a spec and create the sweep on W&B")
     make.add_argument("name")
     make.add_argument("--entity", default=None)
-    make.add_argument("--project", default="lightning_ssmvid")
+    make.add_argument("--project", default=WANDB_PROJECT)
     agent = sub.add_parser("agent", help="run a W&B agent on this machine")
     agent.add_argument("sweep_id", help="ENTITY/PROJECT/ID, as `create` printed it")
     agent.add_argument("--count", type=int, default=None, help="runs before the agent stops (default: until done)")

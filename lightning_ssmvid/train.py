@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
@@ -36,16 +38,11 @@ def train(cfg: DictConfig) -> dict:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
-    for logger in loggers:  # the resolved config as the run's hyper-parameters (W&B groups and filters by them)
-        logger.log_hyperparams(model.run_config)
-    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
-    ckpt_path = cfg.get("ckpt_path")
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if ckpt_path is None and cfg.get("auto_resume") and last.is_file():  # a requeued job goes on where it stopped
-        log.info("resuming from %s (this run folder's own last checkpoint)", last)
-        ckpt_path = str(last)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        for logger in loggers:  # the resolved config as the run's hyper-parameters (W&B groups and filters by them)
+            logger.log_hyperparams(model.run_config)
+        trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or own_last_checkpoint(cfg))
     finally:
         for logger in loggers:
             if type(logger).__name__ == "WandbLogger":
@@ -59,13 +56,33 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
+# keys a resumed run may change (where it writes, how long it trains) without being another run
+RESUMABLE_CHANGES = ("paths", "trainer", "ckpt_path", "auto_resume", "callbacks", "logger")
+
+
+def own_last_checkpoint(cfg: DictConfig) -> str | None:
+    """With ``auto_resume``: the run folder's ``checkpoints/last.ckpt`` if it exists and was written by this same
+    run config (what a requeued SLURM job finds); a different run's checkpoint there is an error, not a resume."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if not cfg.get("auto_resume") or not last.is_file():
+        return None
+    saved = torch.load(last, map_location="cpu", weights_only=False).get("run_config") or {}
+    ours = OmegaConf.to_container(cfg, resolve=True)
+    differ = sorted(k for k in set(saved) | set(ours) if k not in RESUMABLE_CHANGES and saved.get(k) != ours.get(k))
+    if differ:
+        raise ValueError(f"{last} belongs to a run with other settings ({', '.join(differ)} differ); not resuming it. "
+                         "Use another run folder (hydra.run.dir=...), or auto_resume=false to start over here.")
+    log.info("resuming from %s (this run folder's own last checkpoint)", last)
+    return str(last)
+
+
 def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
     """``cfg.trainer`` instantiated; asking for devices this machine lacks is an error that says what to do."""
     try:
         return instantiate(cfg.trainer, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__ or error
-        if isinstance(cause, MisconfigurationException) or "device" in str(cause).lower():
+        if re.search(r"device|gpu|cuda|mps|tpu|accelerator|backend", str(cause), re.IGNORECASE):
             raise MisconfigurationException(
                 f"{cause}\nHint: trainer.accelerator={cfg.trainer.accelerator} trainer.devices={cfg.trainer.devices} "
                 "asks for more devices than this machine has. Lower trainer.devices, or run DDP on CPU processes "

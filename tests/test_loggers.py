@@ -20,6 +20,7 @@ def no_key(monkeypatch, tmp_path):
     ("wandb.example.org", "https://wandb.example.org", True),
     ("ml.example.org", "https://ml.example.org", True),       # a private server under any name
     ("ml.example.org", "https://other.example.org", False),   # credentials for another server
+    ("api.wandb.ai", "https://ml.example.org", False),
 ])
 def test_netrc_entry_for_the_server_in_use_counts(no_key, monkeypatch, host, base_url, found):
     no_key.write_text(f"machine {host}\n  login user\n  password {'k' * 40}\n")

@@ -85,3 +85,16 @@ def test_growing_state_restarts_when_all_slots_reset_and_refuses_a_partial_reset
             torch.testing.assert_close(model.stream_state[key], value)
         with pytest.raises(ValueError, match="cannot restart single batch slots"):
             model.training_step({"frames": frames, "reset": one}, 3)
+
+
+def test_a_nan_validation_loss_is_reported_not_dropped(monkeypatch):
+    """A diverged validation batch makes the epoch's means NaN (torchmetrics' default would drop it, and a partly
+    diverged run would look better)."""
+    model = make_model()
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
+    frames = torch.randint(0, 256, (2, 4, 3, 16, 16), dtype=torch.uint8)
+    model.validation_step({"frames": frames}, 0)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    model.validation_step({"frames": frames}, 1)
+    assert torch.isnan(model.val_means["loss"].compute()) and torch.isnan(model.val_psnr_next.compute())

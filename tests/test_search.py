@@ -34,6 +34,14 @@ def test_sweep_parameter_that_is_not_a_config_key_fails_before_training(tmp_path
         sweep.validate(str(tmp_path / "typo.yaml"))
 
 
+def test_sweep_value_that_is_not_a_valid_choice_fails_before_training(tmp_path):
+    spec = yaml.safe_load((sweep.SWEEP_DIR / "lr_all_cores.yaml").read_text())
+    spec["parameters"]["experiment"]["values"].append("mamba_lnog")  # any value, not only the first proposed
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="mamba_lnog"):
+        sweep.validate(str(tmp_path / "typo.yaml"))
+
+
 def test_invalid_sweep_spec_is_rejected_by_the_sweep_engine(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"method": "bayes", "parameters": {"x": {"values": [1]}}}))
     with pytest.raises(ValueError, match="invalid sweep spec"):

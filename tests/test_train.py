@@ -136,15 +136,17 @@ def test_a_rerun_in_the_same_run_folder_resumes_from_its_last_checkpoint(compose
     """What a requeued SLURM job does: same folder, no ckpt_path; it goes on instead of starting over."""
     common = ["experiment=smoke", "logger=none", "data.samples_per_epoch=16", "callbacks.evaluation.n_clips=0"]
     train(compose_cfg(*common, "trainer.max_epochs=1"))
-    train(compose_cfg(*common, "trainer.max_epochs=1", "auto_resume=false"))
-    assert "resuming from" not in caplog.text
-    cfg = compose_cfg(*common, "trainer.max_epochs=2")
     with caplog.at_level(logging.INFO, logger="lightning_ssmvid.train"):
+        train(compose_cfg(*common, "trainer.max_epochs=1", "auto_resume=false"))
+        assert "resuming from" not in caplog.text
+        cfg = compose_cfg(*common, "trainer.max_epochs=2")
         train(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert f"resuming from {last}" in caplog.text
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 2  # 16 clips / batch 8 per epoch
+    with pytest.raises(ValueError, match="other settings .*model"):  # another run's checkpoint is never resumed
+        train(compose_cfg(*common, "trainer.max_epochs=3", "model.optimizer.lr=0.5"))
 
 
 @pytest.mark.parametrize("core", [p.stem for p in (PROJECT_ROOT / "conf" / "core").glob("*.yaml")])

@@ -32,8 +32,8 @@ import contextlib
 import json
 import math
 import multiprocessing
-import signal
 import os
+import signal
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence

@@ -89,7 +89,7 @@ class ClipDataset(Dataset):
                     "reset": item.reset, "valid": item.valid, "batch_index": item.batch_index}
         index, start, *valid = item  # (video, start) or (video, start, valid)
         out = {self.key: self._read(index, start), "video": index, "start": start}
-        return out | {"valid": valid[0]} if valid else out
+        return (out | {"valid": valid[0]}) if valid else out
 
     def _read(self, index: int, start: int) -> torch.Tensor:
         """(T, 3, S, S) uint8 frames, or (T, D) float32 latents."""
@@ -142,7 +142,8 @@ class FixedClipSampler(Sampler):
     ``(video, start, valid)``.
 
     Rank ``r`` takes items ``r, r + world_size, ...``; ranks left short are topped up with ``valid=False`` fillers
-    (weight zero, never duplicates), so every rank has the same number of clips and sums over ranks are exact.
+    (re-reads of the first clip with weight zero, never counted), so every rank has the same number of clips (none
+    is empty) and sums over ranks are exact.
     """
 
     def __init__(self, dataset: ClipDataset, clips_per_video: int = 1, rank: int = 0, world_size: int = 1):
@@ -152,7 +153,8 @@ class FixedClipSampler(Sampler):
             starts = np.linspace(0, last_start, clips_per_video).round().astype(int)
             items += [(index, int(start), True) for start in sorted(set(starts.tolist()))]
         mine = items[rank::world_size]
-        self.items = mine + [(*items[0][:2], False)] * (-(-len(items) // world_size) - len(mine))
+        fillers = -(-len(items) // world_size) - len(mine)
+        self.items = mine + [(*items[0][:2], False)] * fillers if fillers else mine
 
     def __len__(self) -> int:
         return len(self.items)

@@ -18,7 +18,9 @@ def wandb_has_credentials() -> bool:
         hosts = netrc.netrc(os.environ.get("NETRC", Path.home() / ".netrc")).hosts
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
-    return any("wandb" in host or host == wandb_server_host() for host in hosts)
+    if "WANDB_BASE_URL" in os.environ:  # a chosen server: only its own entry counts
+        return wandb_server_host() in hosts
+    return wandb_server_host() in hosts or any("wandb" in host for host in hosts)
 
 
 def wandb_server_host() -> str | None:
@@ -35,6 +37,8 @@ def wandb_mode() -> str:
     """``WANDB_MODE`` when set, else ``online`` with credentials and ``offline`` without."""
     return os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
 
+
+WANDB_PROJECT = "lightning_ssmvid"  # the default project (conf/logger/wandb.yaml), of sweeps and dashboards too
 
 # W&B run summaries keep the best value of these (the last value is in the history and in summary.json)
 SUMMARIES = {"val/loss": "min", "val/latent_mse": "min", "val/pixel_mse": "min", "val/recon_mse": "min",

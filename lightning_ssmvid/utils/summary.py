@@ -80,11 +80,11 @@ class RunSummary(L.Callback):
         batch_size, length = clip_shape(batch)
         self.train_frames += batch_size * length
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Throughput (frames/s per process, averaged over processes) and peak memory (the largest process) to the
-        loggers, so the dashboards can compare cores on them."""
-        if self.train_seconds:
-            pl_module.log(keys.TRAIN_FRAMES_PER_S, self.train_frames / self.train_seconds, sync_dist=True)
+        loggers, so the dashboards can compare cores on them; every rank logs both (they are collectives)."""
+        frames_per_s = self.train_frames / self.train_seconds if self.train_seconds else 0.0
+        pl_module.log(keys.TRAIN_FRAMES_PER_S, frames_per_s, sync_dist=True)
         pl_module.log(keys.PEAK_RSS_MB, peak_rss_mb(), sync_dist=True, reduce_fx="max")
 
     def on_validation_end(self, trainer, pl_module) -> None:

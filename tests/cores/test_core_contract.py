@@ -4,8 +4,9 @@ import io
 
 import pytest
 import torch
+from torch.utils.checkpoint import checkpoint
 
-from lightning_ssmvid.cores import available_cores, build_core, detach_state
+from lightning_ssmvid.cores import available_cores, base, build_core, detach_state
 
 CORES = available_cores()
 D = 16
@@ -104,7 +105,9 @@ def test_unknown_core_lists_valid_names():
 
 
 @pytest.mark.parametrize("name", CORES)
-def test_activation_checkpointing_gives_the_same_outputs_and_gradients(name):
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients(name, monkeypatch):
+    calls = []
+    monkeypatch.setattr(base, "checkpoint", lambda *args, **kwargs: calls.append(1) or checkpoint(*args, **kwargs))
     grads = []
     for recompute in (False, True):
         core = make(name).train()
@@ -113,5 +116,6 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients(name):
         y, state = core(u)
         (y.square().sum() + sum(v.sum() for v in state.values())).backward()
         grads.append([u.grad, *(p.grad for p in core.parameters())])
+    assert len(calls) == 2, "each of the 2 layers runs under activation checkpointing"
     for plain, recomputed in zip(*grads):
         torch.testing.assert_close(recomputed, plain, rtol=1e-10, atol=1e-10)

@@ -94,13 +94,17 @@ def test_missing_root_is_a_clear_error():
         VideoDataModule(root="???")
 
 
-@pytest.mark.parametrize("n_videos, world_size", [(3, 2), (1, 2), (4, 3)])
-def test_validation_clips_split_over_ranks_exactly_once_with_fillers(tmp_path, n_videos, world_size):
+@pytest.mark.parametrize("n_videos, clips_per_video, world_size, fillers", [(3, 2, 2, 0), (1, 1, 3, 2), (4, 1, 3, 1),
+                                                                          (2, 3, 4, 1)])
+def test_validation_clips_split_over_ranks_exactly_once_with_fillers(tmp_path, n_videos, clips_per_video, world_size,
+                                                                     fillers):
     for i in range(n_videos):
         write_video(tmp_path / f"v{i}.mp4", clip(20, 64, 10 * i))
-    dm = VideoDataModule(root=str(tmp_path), clip_length=4, frame_size=32, batch_size=2, val_fraction=0.0)
+    dm = VideoDataModule(root=str(tmp_path), clip_length=4, frame_size=32, batch_size=2, val_fraction=0.5)
     dm.setup()
-    ranks = [list(FixedClipSampler(dm.val_set, 2, rank, world_size)) for rank in range(world_size)]
-    assert len({len(items) for items in ranks}) == 1, "every rank runs the same number of clips (none has zero)"
+    ranks = [list(FixedClipSampler(dm.val_set, clips_per_video, rank, world_size)) for rank in range(world_size)]
+    assert len({len(items) for items in ranks}) == 1 and ranks[0], "every rank runs as many clips as the others, >0"
+    assert sum(not item[2] for items in ranks for item in items) == fillers
     valid = [item[:2] for items in ranks for item in items if item[2]]
-    assert sorted(valid) == sorted(item[:2] for item in FixedClipSampler(dm.val_set, 2)), "each clip exactly once"
+    expected = [item[:2] for item in FixedClipSampler(dm.val_set, clips_per_video)]
+    assert sorted(valid) == sorted(expected) and len(set(expected)) == len(expected), "each clip exactly once"
