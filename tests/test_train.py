@@ -161,3 +161,11 @@ def test_more_devices_than_exist_is_lightnings_error_with_a_hint(compose_cfg):
     cfg = compose_cfg("experiment=smoke", "trainer=ddp", "trainer.devices=64", "logger=none")
     with pytest.raises(MisconfigurationException, match="Hint: .*trainer.accelerator=cpu"):
         train(cfg)
+
+
+def test_gradient_accumulation_with_a_carried_stream_state(compose_cfg):
+    cfg = compose_cfg(*LONG_MEMORY_TINY, "data.sampling=stream", "trainer.accumulate_grad_batches=2",
+                      "trainer.max_epochs=1", "trainer.limit_train_batches=4", "callbacks.evaluation.n_clips=0")
+    train(cfg)
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 2  # 4 batches, one optimizer step per 2
