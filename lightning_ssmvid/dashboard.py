@@ -124,6 +124,8 @@ def sections(p: Protocol) -> dict[str, list]:
         "Recall vs gap": [
             bars("Cue recall per gap (frames hidden)", val(keys.RECALL_GAP.format(gap=g) for g in gaps)),
             bars("Recall vs chance and codec ceiling", val([keys.RECALL, keys.RECALL_CHANCE, keys.RECALL_CODEC])),
+            bars("Cue recall per gap, real frames through the gap (memory alone)",
+                 val([*(keys.RECALL_TF_GAP.format(gap=g) for g in gaps), keys.RECALL_TF])),
             bars("Scored events per gap", val(keys.RECALL_EVENTS_GAP.format(gap=g) for g in gaps)),
             wr.LinePlot(title="Cue recall during training", y=val([keys.RECALL])),
         ],

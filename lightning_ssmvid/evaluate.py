@@ -14,10 +14,10 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.model import load_model
-from lightning_ssmvid.utils.config import instantiate_list
+from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config, instantiate_list
 from lightning_ssmvid.utils.files import write_json_atomic
 
 
@@ -27,7 +27,7 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
         raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
     model = load_model(ckpt_path)
     overrides = [o.removeprefix("+") for o in overrides or []]  # Hydra's "+key=value" adds a key; so does key=value
-    cfg = OmegaConf.merge(OmegaConf.create(model.run_config), OmegaConf.from_dotlist(overrides))
+    cfg = apply_overrides(OmegaConf.create(model.run_config), overrides)
     run_dir = Path(ckpt_path).resolve().parent.parent
     split = cfg.data.get("val_split", "val")
     out_dir = run_dir / f"eval_{split}"
@@ -59,6 +59,17 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
 
             wandb.finish()
     return metrics
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``key=value`` overrides of a run's config; ``group=option`` (e.g. ``logger=csv``) re-chooses a config group."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if "." not in key and (CONFIG_DIR / key / f"{value}.yaml").is_file():
+            cfg[key] = compose_train_config(override)[key]
+        else:
+            cfg.merge_with_dotlist([override])
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:

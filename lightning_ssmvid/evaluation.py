@@ -64,13 +64,15 @@ class Evaluator:
         self.recall = CueRecall(gap_bins=gap_bins) if gap_bins else None
         # the ceiling: the same probe on the codec's reconstructions of the real reveal frames
         self.codec_recall = CueRecall(gap_bins=gap_bins) if gap_bins else None
+        # memory alone: real frames through the gap (no cue pixel in them), generating only the reveal window
+        self.recall_tf = CueRecall(gap_bins=gap_bins) if gap_bins else None
         self.fvd = load_fvd_metric(fvd_detector_path, fvd_detector_sha256, num_frames=fvd_frames) if (
             fvd_frames and horizon >= fvd_frames) else None
         self.samples: list[tuple[Tensor, Tensor]] = []  # (real, generated) of the first clips, for W&B
 
     def metrics(self) -> list:
-        return [m for m in (self.quality, self.flicker, self.warping, self.recall, self.codec_recall, self.fvd)
-                if m is not None]
+        return [m for m in (self.quality, self.flicker, self.warping, self.recall, self.codec_recall, self.recall_tf,
+                            self.fvd) if m is not None]
 
     def to(self, device) -> "Evaluator":
         for metric in self.metrics():
@@ -105,32 +107,45 @@ class Evaluator:
             self._update_recall(model, reader, frame_size, sidecar)
 
     def _update_recall(self, model: VideoModel, reader, frame_size: int, sidecar: dict) -> None:
-        """Per event: real frames until the cue object is fully hidden, then roll out through its reveal window."""
-        events = sidecar["events"][: self.max_events_per_clip]
+        """Per event: real frames until the cue object is fully hidden, then roll out through its reveal window
+        (``recall``); and real frames through the whole gap, then roll out only the reveal window (``recall_tf``)."""
+        events = sorted(sidecar["events"][: self.max_events_per_clip], key=lambda e: e["hide_start"])
         if not events:
             return
-        z = encode_video(model, reader, frame_size, stop=max(e["hide_start"] for e in events))
+        z = encode_video(model, reader, frame_size, stop=events[-1]["reveal_start"])
         state, position, z_hat = None, 0, None
-        for event in sorted(events, key=lambda e: e["hide_start"]):
-            # advance the teacher-forced pass to the event (pieces with carried state == one pass)
-            piece_hat, state = model.predict_latents(z[:, position : event["hide_start"]], state)
+
+        def advance(to: int) -> None:  # the teacher-forced pass, in pieces with carried state (== one pass)
+            nonlocal state, position, z_hat
+            piece_hat, state = model.predict_latents(z[:, position:to], state)
             z_hat = piece_hat if piece_hat.shape[1] else z_hat
-            position = event["hide_start"]
-            steps = event["reveal_stop"] - event["hide_start"]
-            window = event["reveal_start"] - event["hide_start"]
+            position = to
+
+        def reveal(metric: CueRecall, event: dict) -> None:  # roll out from here and score the reveal window
             start = {key: value.clone() for key, value in state.items()}  # the real pass goes on from `state`
-            latents = list(model.rollout_latents(z_hat[:, -1], start, steps))[window:]
-            frames = torch.sigmoid(model.codec.decode(torch.cat(latents))).cpu()
-            if frames.shape[-1] != sidecar["frame_size"]:  # score at the ground truth's resolution
-                frames = F.interpolate(frames, size=(sidecar["frame_size"],) * 2, mode="nearest")
-            only_this = {**sidecar, "events": [event]}
-            self.recall.update([frames], [only_this], offsets=[event["reveal_start"]])
+            window = event["reveal_start"] - position
+            latents = list(model.rollout_latents(z_hat[:, -1], start, event["reveal_stop"] - position))[window:]
+            metric.update([self._at_sidecar_size(model.codec.decode(torch.cat(latents)), sidecar)],
+                          [{**sidecar, "events": [event]}], offsets=[event["reveal_start"]])
+
+        for event in events:
+            advance(event["hide_start"])
+            reveal(self.recall, event)
             real = read_frames(reader, event["reveal_start"], event["reveal_stop"] - event["reveal_start"],
                                frame_size=frame_size)
-            reconstructed = torch.sigmoid(model.codec.decode(model.codec.encode(to_unit(real).to(model.device)))).cpu()
-            if reconstructed.shape[-1] != sidecar["frame_size"]:
-                reconstructed = F.interpolate(reconstructed, size=(sidecar["frame_size"],) * 2, mode="nearest")
-            self.codec_recall.update([reconstructed], [only_this], offsets=[event["reveal_start"]])
+            reconstructed = model.codec.decode(model.codec.encode(to_unit(real).to(model.device)))
+            self.codec_recall.update([self._at_sidecar_size(reconstructed, sidecar)], [{**sidecar, "events": [event]}],
+                                     offsets=[event["reveal_start"]])
+            advance(event["reveal_start"])  # the hidden frames carry no cue pixel: memory is all that helps
+            reveal(self.recall_tf, event)
+
+    @staticmethod
+    def _at_sidecar_size(logits: Tensor, sidecar: dict) -> Tensor:
+        """Decoded frames (T, 3, S, S) in [0, 1] on the CPU, at the ground truth's resolution (where it is scored)."""
+        frames = torch.sigmoid(logits).cpu()
+        if frames.shape[-1] != sidecar["frame_size"]:
+            frames = F.interpolate(frames, size=(sidecar["frame_size"],) * 2, mode="nearest")
+        return frames
 
     def compute(self) -> tuple[dict[str, float], dict[str, Any]]:
         """(scalars keyed ``prefix/name``, curves) — curves: per-horizon PSNR/SSIM lists."""
@@ -147,6 +162,8 @@ class Evaluator:
             scalars.update({f"{p}/{k}" if k != "chance" else f"{p}/{keys.RECALL_CHANCE}": float(v)
                             for k, v in recall.items()})
             scalars[f"{p}/{keys.RECALL_CODEC}"] = float(self.codec_recall.compute()["recall"])
+            scalars.update({f"{p}/{k.replace(keys.RECALL, keys.RECALL_TF, 1)}": float(v)
+                            for k, v in self.recall_tf.compute().items() if k != "chance"})
             with self.recall.sync_context():
                 totals = self.recall.total.tolist()
             scalars.update({f"{p}/{keys.RECALL_EVENTS_GAP.format(gap=b)}": n

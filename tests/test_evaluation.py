@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from lightning_ssmvid.evaluate import evaluate
-from lightning_ssmvid.evaluation import evaluate_clips
+from lightning_ssmvid.evaluation import Evaluator, evaluate_clips
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.train import train
 from tests.conftest import compose_config
@@ -72,3 +73,54 @@ def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         evaluate(str(tmp_path / "nope.ckpt"))
 
+
+
+class OracleModel:
+    """Knows the real video: its rollouts continue the real frames exactly (perfect memory and rendering), or, with
+    ``memory=False``, repeat the last frame it was shown (no memory of the hidden cue at all)."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def __init__(self, video: torch.Tensor, memory: bool = True):
+        self.codec = SimpleNamespace(encode=lambda x: torch.logit(x.clamp(1e-4, 1 - 1e-4)).flatten(1),
+                                     decode=lambda z: z.view(-1, *video.shape[1:]))
+        self.z, self.memory = self.codec.encode(video.float() / 255), memory
+
+    def predict_latents(self, z: torch.Tensor, state: dict | None = None):
+        t = int(state["t"]) if state else 0
+        return self.z[t + 1 : t + 1 + z.shape[1]][None], {"t": torch.tensor(t + z.shape[1])}
+
+    def rollout_latents(self, z_next: torch.Tensor, state: dict, n_steps: int):
+        t = int(state["t"])
+        for i in range(n_steps):
+            yield self.z[t + i if self.memory else t - 1][None]
+
+
+def test_recall_with_real_frames_through_the_gap_scores_memory_alone(tmp_path):
+    from lightning_ssmvid.data.video_io import open_video, read_frames
+    from tests.metrics.test_recall import CONFIG, generate_long_memory, list_clips, load_sidecar
+
+    dataset = generate_long_memory(tmp_path, CONFIG, workers=1, progress=False)
+    evaluators = {memory: Evaluator(gap_bins=CONFIG.gap_bins, fvd_frames=0) for memory in (True, False)}
+    n_events = 0
+    for path in list_clips(dataset / "test"):
+        reader, sidecar = open_video(path), load_sidecar(path)
+        video = read_frames(reader, 0, len(reader))
+        n_events += len(sidecar["events"])
+        for memory, evaluator in evaluators.items():
+            evaluator._update_recall(OracleModel(video, memory), reader, 64, sidecar)
+    perfect, memoryless = evaluators[True], evaluators[False]
+    assert int(perfect.recall_tf.total.sum()) == n_events >= 8
+    # a perfect memory scores every event, both after the rollout through the gap and given the real gap frames
+    assert perfect.recall.compute()["recall"] == perfect.recall_tf.compute()["recall"] == 1.0
+    # shown only cue-free frames since the hiding, a model without memory is wrong on most events
+    assert memoryless.recall_tf.compute()["recall"] <= 0.5
+
+
+def test_evaluate_can_rechoose_a_config_group(trained_run):
+    """`logger=none` picks the group option (as in training), instead of overwriting the logger node with a string."""
+    metrics = evaluate(str(trained_run / "checkpoints" / "last.ckpt"),
+                       ["logger=none", "callbacks.evaluation.n_clips=1", "+trainer.strategy=auto"])
+    assert "val/loss" in metrics
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["evaluation"]["val"]["overrides"][0] == "logger=none"

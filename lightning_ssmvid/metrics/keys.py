@@ -32,6 +32,10 @@ RECALL_EVENTS_GAP = "recall_events_gap{gap}"
 RECALL = "recall"
 RECALL_CHANCE = "recall_chance"
 RECALL_CODEC = "recall_codec_ceiling"  # the probe on codec reconstructions of the real frames: the best a core can do
+# the probe with real frames through the hidden gap (they show no cue), generating only the reveal: memory alone,
+# without the long rollout through the gap that the plain recall also needs
+RECALL_TF = "recall_tf"
+RECALL_TF_GAP = "recall_tf_gap{gap}"
 FVD = "fvd_{n}x{t}"
 MEMORY_HALFLIFE = "memory_halflife"  # quantiles of SSM decay half-lives in frames (metrics/horizon.py)
 MEMORY_HALFLIFE_QUANTILES = (50, 90, 99)
@@ -88,6 +92,7 @@ def rollout_keys(horizon_bins: Sequence[tuple[int, int]], gap_bins: Sequence[int
     if gap_bins:
         out += [RECALL_GAP.format(gap=g) for g in gap_bins] + [RECALL_EVENTS_GAP.format(gap=g) for g in gap_bins]
         out += [RECALL, RECALL_CHANCE, RECALL_CODEC]
+        out += [RECALL_TF_GAP.format(gap=g) for g in gap_bins] + [RECALL_TF]
     out += [FVD.format(n=n, t=t) for n, t in fvd]
     if half_lives:
         out += [f"{MEMORY_HALFLIFE}_p{q}" for q in MEMORY_HALFLIFE_QUANTILES]
