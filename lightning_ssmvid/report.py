@@ -11,6 +11,7 @@ import json
 import math
 import platform
 import statistics
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -213,10 +214,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--logs", type=Path, default=PROJECT_ROOT / "logs")
     parser.add_argument("--bench", type=Path, default=PROJECT_ROOT / "reports" / "bench")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports")
+    parser.add_argument("--pattern", nargs="+", default=["*_long", "*_short"],
+                        help="experiments to compare (shell patterns; default: the protocol experiments)")
     args = parser.parse_args(argv)
-    runs = find_runs(args.logs)
+    runs = {name: s for name, s in find_runs(args.logs).items() if any(fnmatch(name, p) for p in args.pattern)}
     if not runs:
-        raise SystemExit(f"no finished run (summary.json with status 'finished') under {args.logs}")
+        raise SystemExit(f"no finished run of {' '.join(args.pattern)} (summary.json with status 'finished') "
+                         f"under {args.logs}")
     args.out.mkdir(parents=True, exist_ok=True)
     header, rows, data = build_rows(runs, load_generation(args.bench))
     plots = [p for p in (plot_recall(runs, args.out), plot_psnr(runs, args.out)) if p]

@@ -33,9 +33,10 @@ def test_table_has_one_row_per_experiment_with_mean_and_std(tmp_path):
     write_summary(logs, "gru_long", "t1", seed=1, recall60=0.25)
     write_summary(logs, "gru_long", "t2", seed=2, recall60=0.75)
     write_summary(logs, "mamba_long", "t1", seed=1, recall60=1.0)
+    write_summary(logs, "smoke", "t1", seed=1, recall60=0.0)  # not a protocol experiment: not in the comparison
     path = main(["--logs", str(logs), "--bench", str(tmp_path / "none"), "--out", str(out)])
     table = path.read_text()
-    assert "| gru_long | gru | 2 |" in table and "| mamba_long | mamba | 1 |" in table
+    assert "| gru_long | gru | 2 |" in table and "| mamba_long | mamba | 1 |" in table and "smoke" not in table
     assert "50.0 ± 35.4%" in table  # mean and sample std of 25% and 75%
     assert "n/a (no I3D weights)" in table
     assert (out / "recall_vs_gap.png").is_file()
