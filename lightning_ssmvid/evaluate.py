@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config, instantiate_list
 from lightning_ssmvid.utils.files import write_json_atomic
+from lightning_ssmvid.utils.loggers import finish_wandb
 
 
 def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
@@ -53,11 +54,7 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
         summary.setdefault("evaluation", {})[split] = {"checkpoint": str(ckpt_path), "metrics": metrics,
                                                        "overrides": overrides}
         write_json_atomic(summary_path, summary)
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            import wandb
-
-            wandb.finish()
+    finish_wandb(loggers)
     return metrics
 
 

@@ -13,7 +13,7 @@ import platform
 import statistics
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.utils.config import PROJECT_ROOT
@@ -55,6 +55,14 @@ def fmt(stat: tuple[float, float] | None, digits: int = 2, percent: bool = False
     scale = 100 if percent else 1
     text = f"{mean * scale:.{digits}f}"
     return text + (f" ± {std * scale:.{digits}f}" if std else "")
+
+
+PROTOCOL_EXPERIMENTS = ("*_long", "*_short")  # what the comparison compares (not smoke runs)
+
+
+def comparison_runs(logs: Path, patterns: Sequence[str] = PROTOCOL_EXPERIMENTS) -> dict[str, list[dict]]:
+    """``find_runs`` restricted to the experiments matching ``patterns`` (shell patterns)."""
+    return {name: s for name, s in find_runs(logs).items() if any(fnmatch(name, p) for p in patterns)}
 
 
 def gap_bins(runs: dict[str, list[dict]]) -> list[int]:
@@ -214,10 +222,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--logs", type=Path, default=PROJECT_ROOT / "logs")
     parser.add_argument("--bench", type=Path, default=PROJECT_ROOT / "reports" / "bench")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports")
-    parser.add_argument("--pattern", nargs="+", default=["*_long", "*_short"],
+    parser.add_argument("--pattern", nargs="+", default=list(PROTOCOL_EXPERIMENTS),
                         help="experiments to compare (shell patterns; default: the protocol experiments)")
     args = parser.parse_args(argv)
-    runs = {name: s for name, s in find_runs(args.logs).items() if any(fnmatch(name, p) for p in args.pattern)}
+    runs = comparison_runs(args.logs, args.pattern)
     if not runs:
         raise SystemExit(f"no finished run of {' '.join(args.pattern)} (summary.json with status 'finished') "
                          f"under {args.logs}")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.stages import prepare_two_stage
 from lightning_ssmvid.utils.config import CONFIG_DIR, instantiate_list
+from lightning_ssmvid.utils.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,7 @@ def train(cfg: DictConfig) -> dict:
         trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or own_last_checkpoint(cfg))
     finally:
-        for logger in loggers:
-            if type(logger).__name__ == "WandbLogger":
-                import wandb
-
-                wandb.finish()  # so that multirun jobs and sweep agents never merge runs
+        finish_wandb(loggers)
     if datamodule.skipped:
         log.warning("videos skipped while loading: %s", datamodule.skipped)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}

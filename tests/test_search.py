@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import yaml
 
 from lightning_ssmvid import sweep
 from lightning_ssmvid.train import train
-from lightning_ssmvid.utils.config import PROJECT_ROOT
-from tests.test_train import LONG_MEMORY_TINY, shrink_data
+from tests.test_distributed import TINY_CSV, run_module
+from tests.test_train import shrink_data
 
 
 @pytest.mark.parametrize("name", sweep.available_sweeps())
@@ -57,14 +53,9 @@ def test_creating_a_sweep_without_credentials_says_what_to_set(monkeypatch, tmp_
 
 @pytest.mark.slow
 def test_optuna_multirun_of_two_trials_reports_the_metric(tmp_path, data_dir):
-    args = [*(o for o in LONG_MEMORY_TINY if not o.startswith("logger=")), "hparams_search=optuna", "logger=csv",
-            "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2", "trainer.max_epochs=1",
-            "trainer.limit_train_batches=2", "callbacks.evaluation.n_clips=1", f"paths.log_dir={tmp_path}",
-            f"paths.data_dir={data_dir}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", *args], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_module("lightning_ssmvid.train", *TINY_CSV, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+               "hydra.sweeper.sampler.n_startup_trials=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+               "callbacks.evaluation.n_clips=1", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}")
     (sweep_dir,) = tmp_path.glob("train/multiruns/*")
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["name"] == "optuna" and 0 <= best["best_value"] <= 1

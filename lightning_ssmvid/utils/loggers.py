@@ -18,9 +18,10 @@ def wandb_has_credentials() -> bool:
         hosts = netrc.netrc(os.environ.get("NETRC", Path.home() / ".netrc")).hosts
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
-    if "WANDB_BASE_URL" in os.environ:  # a chosen server: only its own entry counts
-        return wandb_server_host() in hosts
-    return wandb_server_host() in hosts or any("wandb" in host for host in hosts)
+    if wandb_server_host() in hosts:
+        return True
+    # with a chosen server (WANDB_BASE_URL) only its own entry counts
+    return "WANDB_BASE_URL" not in os.environ and any("wandb" in host for host in hosts)
 
 
 def wandb_server_host() -> str | None:
@@ -55,3 +56,11 @@ def wandb_logger(save_dir: str, **kwargs) -> WandbLogger:
         for pattern, summary in SUMMARIES.items():
             experiment.define_metric(pattern, summary=summary)
     return logger
+
+
+def finish_wandb(loggers: list) -> None:
+    """End the W&B run of any ``WandbLogger`` in ``loggers``, so that multirun jobs and sweep agents never merge runs."""
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        import wandb
+
+        wandb.finish()
