@@ -1,8 +1,9 @@
-"""Rollout evaluation: generate from real context and score quality vs horizon, consistency, FVD and cue recall.
+"""Rollout evaluation: generate from real context and score quality vs horizon, consistency, FVD and the cue recall
+of a free rollout through each gap; plus the memory probes of ``memory_evaluation`` on long-memory data.
 
 Runs at the end of validation (``RolloutEvaluation`` callback) and from ``lightning_ssmvid.evaluate``. Clips are
-dealt to ranks without padding and every metric is a sum-reduced torchmetrics ``Metric``, so 1 and N processes log
-identical numbers.
+dealt to ranks without padding and every metric is a torchmetrics ``Metric`` (sum- or cat-reduced), so 1 and N
+processes log identical numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.fvd import load_fvd_metric
 from lightning_ssmvid.metrics.horizon import horizon_summary, memory_half_lives
+from lightning_ssmvid.memory_evaluation import MemoryEvaluator, at_sidecar_size, encode_video, load_clip_sidecar
 from lightning_ssmvid.metrics.recall import CueRecall
 from lightning_ssmvid.metrics.temporal import (
     FlowWarpingError, HorizonQuality, TemporalFlicker, default_horizon_bins, summarise,
@@ -30,24 +32,6 @@ from lightning_ssmvid.model import VideoModel, to_unit
 from lightning_ssmvid.utils.files import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def load_clip_sidecar(video_path: Path) -> dict | None:
-    """The long-memory ground truth next to a clip, if there is one."""
-    from lightning_ssmvid.data.long_memory import load_sidecar
-
-    sidecar = video_path.with_suffix(".json")
-    return load_sidecar(sidecar) if sidecar.is_file() else None
-
-
-@torch.no_grad()
-def encode_video(model: VideoModel, reader, frame_size: int, stop: int, chunk: int = 256) -> Tensor:
-    """Latents (1, stop, latent) of frames [0, stop) of a video, decoded ``chunk`` frames at a time."""
-    pieces = []
-    for start in range(0, stop, chunk):
-        frames = read_frames(reader, start, min(chunk, stop - start), frame_size=frame_size)
-        pieces.append(model.codec.encode(to_unit(frames).to(model.device)))
-    return torch.cat(pieces)[None]
 
 
 class Evaluator:
@@ -61,18 +45,14 @@ class Evaluator:
         self.quality = HorizonQuality(max_horizon=horizon)
         self.flicker = TemporalFlicker()
         self.warping = FlowWarpingError()
-        self.recall = CueRecall(gap_bins=gap_bins) if gap_bins else None
-        # the ceiling: the same probe on the codec's reconstructions of the real reveal frames
-        self.codec_recall = CueRecall(gap_bins=gap_bins) if gap_bins else None
-        # memory alone: real frames through the gap (no cue pixel in them), generating only the reveal window
-        self.recall_tf = CueRecall(gap_bins=gap_bins) if gap_bins else None
+        # the free rollout: real frames until the cue is hidden, then generated through the gap and the reveal window
+        self.recall_rollout = CueRecall(gap_bins=gap_bins) if gap_bins else None
         self.fvd = load_fvd_metric(fvd_detector_path, fvd_detector_sha256, num_frames=fvd_frames) if (
             fvd_frames and horizon >= fvd_frames) else None
         self.samples: list[tuple[Tensor, Tensor]] = []  # (real, generated) of the first clips, for W&B
 
     def metrics(self) -> list:
-        return [m for m in (self.quality, self.flicker, self.warping, self.recall, self.codec_recall, self.recall_tf,
-                            self.fvd) if m is not None]
+        return [m for m in (self.quality, self.flicker, self.warping, self.recall_rollout, self.fvd) if m is not None]
 
     def to(self, device) -> "Evaluator":
         for metric in self.metrics():
@@ -102,50 +82,26 @@ class Evaluator:
             self.fvd.update(generated[:, : self.fvd_frames], real=False)
         if keep_sample:
             self.samples.append((to_unit(real)[None], generated))
-        sidecar = load_clip_sidecar(video_path) if self.recall is not None and stride == 1 else None
+        sidecar = load_clip_sidecar(video_path) if self.recall_rollout is not None and stride == 1 else None
         if sidecar is not None:
             self._update_recall(model, reader, frame_size, sidecar)
 
     def _update_recall(self, model: VideoModel, reader, frame_size: int, sidecar: dict) -> None:
-        """Per event: real frames until the cue object is fully hidden, then roll out through its reveal window
-        (``recall``); and real frames through the whole gap, then roll out only the reveal window (``recall_tf``)."""
+        """Per event: real frames until the cue object is fully hidden, then a free rollout through the gap and its
+        reveal window (``recall_rollout``: memory and a rollout that stays coherent for the whole gap)."""
         events = sorted(sidecar["events"][: self.max_events_per_clip], key=lambda e: e["hide_start"])
         if not events:
             return
-        z = encode_video(model, reader, frame_size, stop=events[-1]["reveal_start"])
+        z = encode_video(model, reader, frame_size, stop=events[-1]["hide_start"])
         state, position, z_hat = None, 0, None
-
-        def advance(to: int) -> None:  # the teacher-forced pass, in pieces with carried state (== one pass)
-            nonlocal state, position, z_hat
-            piece_hat, state = model.predict_latents(z[:, position:to], state)
-            z_hat = piece_hat if piece_hat.shape[1] else z_hat
-            position = to
-
-        def reveal(metric: CueRecall, event: dict) -> None:  # roll out from here and score the reveal window
+        for event in events:  # the teacher-forced pass, in pieces with carried state (== one pass)
+            piece_hat, state = model.predict_latents(z[:, position : event["hide_start"]], state)
+            z_hat, position = (piece_hat if piece_hat.shape[1] else z_hat), event["hide_start"]
             start = {key: value.clone() for key, value in state.items()}  # the real pass goes on from `state`
             window = event["reveal_start"] - position
             latents = list(model.rollout_latents(z_hat[:, -1], start, event["reveal_stop"] - position))[window:]
-            metric.update([self._at_sidecar_size(model.codec.decode(torch.cat(latents)), sidecar)],
-                          [{**sidecar, "events": [event]}], offsets=[event["reveal_start"]])
-
-        for event in events:
-            advance(event["hide_start"])
-            reveal(self.recall, event)
-            real = read_frames(reader, event["reveal_start"], event["reveal_stop"] - event["reveal_start"],
-                               frame_size=frame_size)
-            reconstructed = model.codec.decode(model.codec.encode(to_unit(real).to(model.device)))
-            self.codec_recall.update([self._at_sidecar_size(reconstructed, sidecar)], [{**sidecar, "events": [event]}],
-                                     offsets=[event["reveal_start"]])
-            advance(event["reveal_start"])  # the hidden frames carry no cue pixel: memory is all that helps
-            reveal(self.recall_tf, event)
-
-    @staticmethod
-    def _at_sidecar_size(logits: Tensor, sidecar: dict) -> Tensor:
-        """Decoded frames (T, 3, S, S) in [0, 1] on the CPU, at the ground truth's resolution (where it is scored)."""
-        frames = torch.sigmoid(logits).cpu()
-        if frames.shape[-1] != sidecar["frame_size"]:
-            frames = F.interpolate(frames, size=(sidecar["frame_size"],) * 2, mode="nearest")
-        return frames
+            frames = at_sidecar_size(torch.sigmoid(model.codec.decode(torch.cat(latents))), sidecar)
+            self.recall_rollout.update([frames], [{**sidecar, "events": [event]}], offsets=[event["reveal_start"]])
 
     def compute(self) -> tuple[dict[str, float], dict[str, Any]]:
         """(scalars keyed ``prefix/name``, curves) — curves: per-horizon PSNR/SSIM lists."""
@@ -157,17 +113,10 @@ class Evaluator:
             scalars.update({f"{p}/{k}": v for k, v in summarise(quality[name], bins, name).items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.flicker.compute().items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.warping.compute().items()})
-        if self.recall is not None:  # compute() syncs across ranks: every rank calls it, events or not
-            recall = self.recall.compute()
-            scalars.update({f"{p}/{k}" if k != "chance" else f"{p}/{keys.RECALL_CHANCE}": float(v)
-                            for k, v in recall.items()})
-            scalars[f"{p}/{keys.RECALL_CODEC}"] = float(self.codec_recall.compute()["recall"])
-            scalars.update({f"{p}/{k.replace(keys.RECALL, keys.RECALL_TF, 1)}": float(v)
-                            for k, v in self.recall_tf.compute().items() if k != "chance"})
-            with self.recall.sync_context():
-                totals = self.recall.total.tolist()
-            scalars.update({f"{p}/{keys.RECALL_EVENTS_GAP.format(gap=b)}": n
-                            for b, n in zip(self.recall.gap_bins, totals)})
+        if self.recall_rollout is not None:  # compute() syncs across ranks: every rank calls it, events or not
+            rollout = self.recall_rollout.compute()
+            scalars.update({f"{p}/{k.replace('recall', keys.RECALL_ROLLOUT, 1)}": float(v) for k, v in rollout.items()
+                            if k.startswith("recall") and "colour" not in k})
         if self.fvd is not None:
             with self.fvd.sync_context():
                 n_videos, key = self.fvd.n_videos, self.fvd.key(p)
@@ -199,14 +148,18 @@ def evaluate_clips(model: VideoModel, videos: list[Path], frame_size: int, rank:
 
 class RolloutEvaluation(L.Callback):
     """At the end of validation (every ``every_n_epochs`` and always at the last epoch), evaluate rollouts on the
-    first ``n_clips`` validation videos; logs ``val/...`` scalars, W&B curves and real|generated sample videos, and
-    writes ``curves.json`` in the run folder."""
+    first ``n_clips`` validation videos and, on long-memory data (``gap_bins``), the memory probes on
+    ``memory_clips`` validation videos (null: all) with the state read-out fitted on ``memory_fit_clips`` training
+    videos (null: all); logs ``val/...`` scalars, W&B curves and real|generated sample videos, and writes
+    ``curves.json`` in the run folder."""
 
     def __init__(self, n_clips: int = 4, context: int = 16, horizon: int = 64, every_n_epochs: int = 1,
                  gap_bins: Sequence[int] | None = (), fvd_detector_path: str | None = None,
                  fvd_detector_sha256: str | None = None, fvd_frames: int = 16, max_events_per_clip: int = 8,
-                 n_samples: int = 2, fps: float = 24, output_dir: str | None = None):
+                 n_samples: int = 2, fps: float = 24, output_dir: str | None = None,
+                 memory_clips: int | None = None, memory_fit_clips: int | None = None, palette_size: int = 8):
         self.n_clips, self.every_n_epochs, self.n_samples, self.fps = n_clips, every_n_epochs, n_samples, fps
+        self.memory_clips, self.memory_fit_clips, self.palette_size = memory_clips, memory_fit_clips, palette_size
         self.output_dir = Path(output_dir) if output_dir else None
         self.evaluator_kwargs = dict(context=context, horizon=horizon, gap_bins=tuple(gap_bins or ()),
                                      fvd_detector_path=fvd_detector_path, fvd_detector_sha256=fvd_detector_sha256,
@@ -233,6 +186,10 @@ class RolloutEvaluation(L.Callback):
         evaluator = evaluate_clips(pl_module, videos, datamodule.frame_size, trainer.global_rank,
                                    trainer.world_size, self.n_samples, datamodule.stride, **kwargs)
         scalars, curves = evaluator.compute()
+        if self.evaluator_kwargs["gap_bins"]:
+            memory = self.memory_probes(trainer, pl_module, fast=bool(trainer.fast_dev_run))
+            scalars.update(memory.compute())
+            curves["codec_ceiling_per_colour"] = memory.codec_per_colour
         lives = memory_half_lives(pl_module.core)
         if lives is not None:
             scalars.update(horizon_summary(lives))
@@ -246,6 +203,22 @@ class RolloutEvaluation(L.Callback):
                                    self.evaluator_kwargs["context"])
             log_to_wandb(trainer, scalars, curves, videos, self.fps, lives)
             write_json_atomic(out / "curves.json", {"epoch": trainer.current_epoch, "scalars": scalars, **curves})
+
+
+    def memory_probes(self, trainer: L.Trainer, pl_module: VideoModel, fast: bool = False) -> MemoryEvaluator:
+        """The memory probes (``memory_evaluation``) over this rank's share of the validation and training clips."""
+        datamodule, rank, world = trainer.datamodule, trainer.global_rank, trainer.world_size
+        limit = lambda videos, n: videos[: (1 if fast else n)]  # noqa: E731  (None: all)
+        memory = MemoryEvaluator(self.evaluator_kwargs["gap_bins"], self.palette_size,
+                                 pl_module.core.d_model).to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        for dataset, n, fit in ((datamodule.train_set, self.memory_fit_clips, True),
+                                (datamodule.val_set, self.memory_clips, False)):
+            videos = limit([entry.path for entry in dataset.videos], n)[rank::world]
+            memory.update(pl_module, videos, datamodule.frame_size, dataset.latents, fit=fit)
+        pl_module.train(was_training)
+        return memory
 
 
 def side_by_side(real: Tensor, generated: Tensor, context: int) -> np.ndarray:

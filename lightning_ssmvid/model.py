@@ -40,6 +40,10 @@ class VideoModel(L.LightningModule):
     previous batch and reset where the flag is set (truncated backprop through time).
     A batch of ``"latents"`` (B, T, latent) instead of frames (two-stage training, ``freeze_codec=True``) trains the
     core and head on the latent loss alone.
+    With ``cue_weight > 0`` (the memory arm) a linear cue head reads the long-memory cue colour from ``h`` at every
+    frame, adding ``cue_weight * cross_entropy`` against the batch's ``"cue"`` (B, T) labels (-1: no label).
+    Weight decay applies to matrices only: never to SSM dynamics (parameters flagged ``_no_weight_decay``), norms or
+    biases, so it cannot pull every core's decay rates toward one value.
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class VideoModel(L.LightningModule):
         freeze_codec: bool = False,
         max_nonfinite_steps: int = 20,
         activation_checkpointing: bool = False,
+        cue_weight: float = 0.0,
+        cue_classes: int = 8,
     ):
         super().__init__()
         self.codec, self.core = codec, core
@@ -65,6 +71,8 @@ class VideoModel(L.LightningModule):
         self.head = nn.Linear(d_model, latent_dim)
         nn.init.zeros_(self.head.weight)  # start as "next latent = this latent", a strong baseline for video
         nn.init.zeros_(self.head.bias)
+        self.cue_weight = cue_weight
+        self.cue_head = nn.Linear(d_model, cue_classes) if cue_weight > 0 else None
         if freeze_codec:  # two-stage: the shared stage-1 codec stays exactly as trained
             self.codec.requires_grad_(False)
         self.codec_source: str | None = None  # where the codec weights came from (stage 1), for the run summary
@@ -76,15 +84,20 @@ class VideoModel(L.LightningModule):
         # reduction of logged values averages integer batch counts, which is wrong for unequal ranks); a NaN stays
         # NaN (torchmetrics' default drops it, which would report a diverged run as better)
         self.val_means = nn.ModuleDict({name: MeanMetric(nan_strategy=math.nan)
-                                        for name in ("loss", "latent_mse", "pixel_mse", "recon_mse")})
+                                        for name in ("loss", "latent_mse", "pixel_mse", "recon_mse", "cue_ce")})
         self.val_psnr_next = PooledPSNR(nan_strategy=math.nan)
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
 
     # ----------------------------------------------------------------------------------------------- model
     def predict_latents(self, z: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """z: (B, T, latent) -> z_hat (B, T, latent), z_hat[:, t] predicting z[:, t+1]; and the core state."""
+        z_hat, _, state = self.predict_with_features(z, state)
+        return z_hat, state
+
+    def predict_with_features(self, z: Tensor, state: State | None = None) -> tuple[Tensor, Tensor, State]:
+        """z: (B, T, latent) -> (z_hat (B, T, latent), core output h (B, T, d_model), state)."""
         h, state = self.core(self.in_proj(z), state)
-        return z + self.head(h), state
+        return z + self.head(h), h, state
 
     def losses(self, batch: dict, state: State | None = None) -> tuple[dict[str, Tensor], State]:
         """Named losses of a batch of ``"frames"`` (B, T, C, H, W) or ``"latents"`` (B, T, latent), averaged over its
@@ -95,9 +108,12 @@ class VideoModel(L.LightningModule):
         weight = batch["valid"].to(z) if "valid" in batch else torch.ones(z.shape[0], device=z.device)
         weight = weight / weight.sum().clamp_min(1)  # an all-invalid (padding) batch gives a zero loss, graph intact
         mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
-        z_hat, state = self.predict_latents(z, state)
+        z_hat, h, state = self.predict_with_features(z, state)
         out = {"latent_mse": mse(z_hat[:, :-1], z[:, 1:].detach())}
         out["loss"] = self.latent_weight * out["latent_mse"]
+        if self.cue_head is not None and "cue" in batch:
+            out["cue_ce"] = self.cue_loss(h, batch["cue"], weight)
+            out["loss"] = out["loss"] + self.cue_weight * out["cue_ce"]
         if x is not None:
             out["pixel_mse"] = mse(torch.sigmoid(self.codec.decode(z_hat[:, :-1])), x[:, 1:])
             out["loss"] = out["loss"] + self.pixel_weight * out["pixel_mse"]
@@ -105,6 +121,16 @@ class VideoModel(L.LightningModule):
                 out["recon_mse"] = mse(torch.sigmoid(self.codec.decode(z)), x)
                 out["loss"] = out["loss"] + self.recon_weight * out["recon_mse"]
         return out, state
+
+    def cue_loss(self, h: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
+        """Cross-entropy of the cue colour at every labelled frame; h (B, T, D), labels (B, T) (-1: none), weight (B,)
+        the per-clip weights (summing to 1)."""
+        logits = self.cue_head(h)
+        ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().long().clamp_min(0),
+                                         reduction="none").view(labels.shape)
+        labelled = (labels >= 0).to(ce)
+        per_clip = (ce * labelled).sum(1) / labelled.sum(1).clamp_min(1)
+        return (per_clip * weight).sum()
 
     # -------------------------------------------------------------------------------------------- training
     def _carried_state(self, batch: dict) -> State | None:
@@ -165,8 +191,19 @@ class VideoModel(L.LightningModule):
             self.val_psnr_next.update(out["pixel_mse"].detach(), weight=n_clips)
             self.log(keys.VAL_PSNR_NEXT, self.val_psnr_next)
 
+    def parameter_groups(self) -> list[dict]:
+        """AdamW groups: matrices decay; vectors (norms, biases, D, dt biases) and SSM dynamics parameters flagged
+        ``_no_weight_decay`` (A_log, S4D's log_dt/log_A_real/A_imag, the dense SSM's A) do not, as in mamba_ssm and
+        nanoGPT."""
+        decay, no_decay = [], []
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                exempt = parameter.ndim < 2 or getattr(parameter, "_no_weight_decay", False)
+                (no_decay if exempt else decay).append(parameter)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)}}

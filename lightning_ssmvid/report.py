@@ -10,18 +10,27 @@ import argparse
 import json
 import math
 import platform
+import re
 import statistics
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Sequence
 
 from lightning_ssmvid.metrics import keys
+from lightning_ssmvid.metrics.stats import t_interval
 from lightning_ssmvid.utils.config import PROJECT_ROOT
 from lightning_ssmvid.utils.summary import code_commit
 
 
+def run_key(summary: dict) -> str:
+    """A table row: the experiment, and its protocol arm when it has one (``lstm_long+cue``)."""
+    arm = summary.get("arm")
+    return f"{summary['name']}+{arm}" if arm else summary["name"]
+
+
 def find_runs(logs: Path) -> dict[str, list[dict]]:
-    """Finished runs by experiment name; for each seed only the newest run counts (a rerun replaces it)."""
+    """Finished runs by experiment (and arm, ``run_key``); for each seed only the newest run counts (a rerun
+    replaces it)."""
     newest: dict[tuple[str, Any], tuple[float, dict]] = {}
     for path in sorted(logs.rglob("summary.json")):
         try:
@@ -30,8 +39,8 @@ def find_runs(logs: Path) -> dict[str, list[dict]]:
             continue
         if summary.get("status") != "finished" or not summary.get("name"):
             continue
-        summary["run_dir"] = str(path.parent)
-        key = (summary["name"], summary.get("seed"))
+        summary["run_dir"] = _relative(path.parent)
+        key = (run_key(summary), summary.get("seed"))
         written = summary.get("written_at", path.stat().st_mtime)
         if key not in newest or written > newest[key][0]:
             newest[key] = (written, summary)
@@ -39,6 +48,12 @@ def find_runs(logs: Path) -> dict[str, list[dict]]:
     for (name, _), (_, summary) in sorted(newest.items(), key=lambda item: str(item[0])):
         runs.setdefault(name, []).append(summary)
     return runs
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the project when inside it (tables hold no machine paths)."""
+    path = path.resolve()
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def mean_std(values: list[float]) -> tuple[float, float] | None:
@@ -62,14 +77,14 @@ PROTOCOL_EXPERIMENTS = ("*_long", "*_short")  # what the comparison compares (no
 
 def comparison_runs(logs: Path, patterns: Sequence[str] = PROTOCOL_EXPERIMENTS) -> dict[str, list[dict]]:
     """``find_runs`` restricted to the experiments matching ``patterns`` (shell patterns)."""
-    return {name: s for name, s in find_runs(logs).items() if any(fnmatch(name, p) for p in patterns)}
+    return {key: s for key, s in find_runs(logs).items() if any(fnmatch(s[0]["name"], p) for p in patterns)}
 
 
 def gap_bins(runs: dict[str, list[dict]]) -> list[int]:
     bins = set()
     for summaries in runs.values():
         for summary in summaries:
-            bins |= {int(k.split("recall_gap")[1]) for k in summary["final"] if "/recall_gap" in k}
+            bins |= {int(m.group(1)) for k in summary["final"] if (m := re.fullmatch(r"val/recall_gap(\d+)", k))}
     return sorted(bins)
 
 
@@ -78,40 +93,63 @@ def horizon_bins(runs: dict[str, list[dict]]) -> list[str]:
     return sorted(names, key=lambda n: int(n.split("h")[1].split("-")[0]))
 
 
+def fmt_ci(stat: tuple[float, float] | None, digits: int = 1, percent: bool = True) -> str:
+    """``mean ± half-width`` of a 95% t interval over seeds (percent by default)."""
+    if stat is None:
+        return "–"
+    scale, unit = (100, "%") if percent else (1, "")
+    mean, half = stat
+    return f"{mean * scale:.{digits}f}" + (f" ± {half * scale:.{digits}f}" if half else "") + unit
+
+
 def build_rows(runs: dict[str, list[dict]], generation: dict[str, dict]) -> tuple[list[str], list[list[str]], dict]:
+    """One row per experiment and arm: memory (pixel probe, state read-out, controls; mean ± 95% CI over seeds),
+    quality, cost. Returns the markdown header and rows, and the data of ``comparison.json``."""
     bins, horizons = gap_bins(runs), horizon_bins(runs)
     short_h, long_h = (horizons[0], horizons[-1]) if horizons else (None, None)
     fvd_keys = sorted({k for s in sum(runs.values(), []) for k in s["final"] if "/fvd_" in k})
-    tf_bins = [b for b in bins if any(f"val/recall_tf_gap{b}" in s["final"] for s in sum(runs.values(), []))]
-    header = (["experiment", "core", "seeds", "core params"] + [f"recall gap {b} (events)" for b in bins]
-              + [f"recall, real gap frames, gap {b}" for b in tf_bins] + ["chance", "codec ceiling"]
+    header = (["experiment", "arm", "core", "seeds", "core params"]
+              + [f"state read-out gap {b}" for b in bins] + ["read-out chance", "read-out shuffled"]
+              + [f"pixel recall gap {b} (absent)" for b in bins]
+              + ["pixel chance", "copy-last", "oracle", "codec ceiling (worst colour)", "events/seed"]
+              + [f"rollout recall gap {b}" for b in bins[-1:]]
               + [f"PSNR {h.split('_')[1]}" for h in (short_h, long_h) if h]
               + [f"SSIM {h.split('_')[1]}" for h in (short_h, long_h) if h]
               + [fvd_keys[0].split("/")[1].upper() if fvd_keys else "FVD"]
-              + ["train frames/s", "peak RSS MB", "gen frames/s", "gen RSS growth MB/1k frames"])
+              + ["train frames/s", "run time s", "peak RSS MB", "gen frames/s", "gen RSS growth MB/1k frames"])
     rows, data = [], {}
-    order = sorted(runs, key=lambda name: (not name.endswith("_long"), name))
-    for name in order:
-        summaries = runs[name]
-        metric = lambda key: mean_std([s["final"].get(key) for s in summaries])  # noqa: E731
-        core = summaries[0].get("core", "?")
+    order = sorted(runs, key=lambda key: (not runs[key][0]["name"].endswith("_long"), key))
+    for key in order:
+        summaries = runs[key]
+        values = lambda k: [s["final"].get(k) for s in summaries]  # noqa: E731
+        ci = lambda k: t_interval(values(k))  # noqa: E731
+        name, core = summaries[0]["name"], summaries[0].get("core", "?")
         gen = generation.get(name.rsplit("_", 1)[0], {})  # benchmarks are keyed like experiments: transformer_window
-        row = [name, core, str(len(summaries)), f"{summaries[0]['params']['core']:,}"]
-        percent = lambda key: fmt(metric(key), 1, percent=True) + "%" if metric(key) else "–"  # noqa: E731
-        events = [int(sum(s["final"].get(f"val/recall_events_gap{b}", 0) for s in summaries)) for b in bins]
-        row += [f"{percent(f'val/recall_gap{b}')} ({n})" for b, n in zip(bins, events)]
-        row += [percent(f"val/recall_tf_gap{b}") for b in tf_bins]
-        row += [percent("val/recall_chance"), percent("val/recall_codec_ceiling")]
-        row += [fmt(metric(f"val/{h}")) for h in (short_h, long_h) if h]
-        row += [fmt(metric(f"val/{h.replace('psnr', 'ssim')}"), 3) for h in (short_h, long_h) if h]
-        row.append(fmt(metric(fvd_keys[0]), 1) if fvd_keys else "n/a (no I3D weights)")
+        row = [name, summaries[0].get("arm") or "–", core, str(len(summaries)), f"{summaries[0]['params']['core']:,}"]
+        row += [fmt_ci(ci(f"val/probe_recall_gap{b}")) for b in bins]
+        row += [fmt_ci(ci("val/probe_chance")), fmt_ci(ci("val/probe_shuffled"))]
+        row += [f"{fmt_ci(ci(f'val/recall_gap{b}'))} ({fmt_ci(ci(f'val/recall_absent_gap{b}'), 0)})" for b in bins]
+        worst = values("val/recall_codec_worst_colour")
+        row += [fmt_ci(ci("val/recall_chance")), fmt_ci(ci("val/recall_copy_last")), fmt_ci(ci("val/recall_oracle")),
+                f"{fmt_ci(ci('val/recall_codec_ceiling'))} ({fmt_ci(t_interval(worst))})"]
+        row.append("/".join(f"{int(summaries[0]['final'].get(f'val/recall_events_gap{b}', 0))}" for b in bins))
+        row += [fmt_ci(ci(f"val/recall_rollout_gap{b}")) for b in bins[-1:]]
+        row += [fmt(mean_std(values(f"val/{h}"))) for h in (short_h, long_h) if h]
+        row += [fmt(mean_std(values(f"val/{h.replace('psnr', 'ssim')}")), 3) for h in (short_h, long_h) if h]
+        row.append(fmt(mean_std(values(fvd_keys[0])), 1) if fvd_keys else "n/a (no I3D weights)")
         row += [fmt(mean_std([s.get("train/frames_per_s") for s in summaries]), 0),
+                fmt(mean_std([s.get("wall_time_s") for s in summaries]), 0),
                 fmt(mean_std([s.get(keys.PEAK_RSS_MB) for s in summaries]), 0)]
         row += [f"{gen['frames_per_s']:.0f}" if gen else "–",
                 f"{gen['rss_growth_mb_per_1k']:.2f}" if gen else "–"]
         rows.append(row)
-        data[name] = {"core": core, "seeds": len(summaries), "params": summaries[0]["params"],
-                      "final": {k: metric(k) for k in summaries[0]["final"]}, "runs": [s["run_dir"] for s in summaries]}
+        metric_names = sorted({k for s in summaries for k in s["final"]})
+        data[key] = {"name": name, "arm": summaries[0].get("arm"), "core": core, "seeds": len(summaries),
+                     "seed_values": [s.get("seed") for s in summaries], "params": summaries[0]["params"],
+                     "final": {k: mean_std(values(k)) for k in metric_names},
+                     "ci95": {k: t_interval(values(k)) for k in metric_names},
+                     "wall_time_s": mean_std([s.get("wall_time_s") for s in summaries]),
+                     "runs": [s["run_dir"] for s in summaries]}
     return header, rows, data
 
 
@@ -151,23 +189,26 @@ def save_figure(plt, fig, legend_ax, path: Path) -> Path:
 
 
 def plot_recall(runs: dict[str, list[dict]], out: Path) -> Path | None:
+    """State read-out and pixel recall vs gap per experiment and arm (mean and 95% t interval over seeds)."""
     plt = pyplot()
     bins = gap_bins(runs)
     if not bins:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, summaries in sorted(runs.items()):
-        stats = [mean_std([s["final"].get(f"val/recall_gap{b}") for s in summaries]) for b in bins]
-        xs = [b for b, st in zip(bins, stats) if st]
-        if xs:
-            ax.errorbar(xs, [st[0] for st in stats if st], yerr=[st[1] for st in stats if st], marker="o", label=name,
-                        capsize=3)
-    chance = mean_std([s["final"].get("val/recall_chance") for s in sum(runs.values(), [])])
-    if chance:
-        ax.axhline(chance[0], color="grey", linestyle="--", label="chance")
-    ax.set(xscale="log", xlabel="gap (frames the cue was hidden)", ylabel="cue recall", ylim=(-0.02, 1.02),
-           title="Long-range recall vs gap")
-    return save_figure(plt, fig, ax, out / "recall_vs_gap.png")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, template, title in ((axes[0], "val/probe_recall_gap{b}", "State read-out (linear probe)"),
+                                (axes[1], "val/recall_gap{b}", "Pixel recall (one-step reveal)")):
+        for key, summaries in sorted(runs.items()):
+            stats = [t_interval([s["final"].get(template.format(b=b)) for s in summaries]) for b in bins]
+            points = [(b, st) for b, st in zip(bins, stats) if st]
+            if points:
+                ax.errorbar([b for b, _ in points], [st[0] for _, st in points], yerr=[st[1] for _, st in points],
+                            marker="o", label=key, capsize=3)
+        chance = mean_std([s["final"].get("val/recall_chance") for s in sum(runs.values(), [])])
+        if chance:
+            ax.axhline(chance[0], color="grey", linestyle="--", label="chance")
+        ax.set(xscale="log", xlabel="gap (frames the cue was hidden)", ylabel="accuracy", ylim=(-0.02, 1.02),
+               title=title)
+    return save_figure(plt, fig, axes[1], out / "recall_vs_gap.png")
 
 
 def plot_psnr(runs: dict[str, list[dict]], out: Path) -> Path | None:
@@ -238,11 +279,15 @@ def main(argv: list[str] | None = None) -> Path:
         "# Comparison of sequence cores on long-memory video",
         "",
         f"Generated by `make table` from {sum(len(v) for v in runs.values())} finished runs under `{args.logs.name}/` "
-        f"({provenance(runs)}). Metrics are the final validation values of each run (mean ± std over seeds); "
-        "recall is the share of cue events whose colour the rollout reproduces after the gap; \"real gap frames\" "
-        "is the same probe when the model is shown the real (cue-free) frames through the gap and generates only the "
-        "reveal, which scores memory without the long rollout; the codec ceiling is the same probe on the shared "
-        "codec's reconstructions of the real frames (the best any core can score).",
+        f"({provenance(runs)}). Metrics are the final validation values of each run, mean ± half-width of the 95% "
+        "Student t interval over seeds (no ± with one seed). **State read-out**: a linear probe fitted on training "
+        "clips reads the cue colour from the frozen core output at the last hidden frame (memory apart from drawing); "
+        "its controls are the majority-colour rate (chance) and the probe fitted on shuffled labels. **Pixel recall**: "
+        "the model's one-step prediction of the first reveal frame given the real frames up to the announcement; in "
+        "brackets the share of events where the object was not drawn at all (counted wrong). Copy-last repeats the "
+        "announcement frame (the cue is hidden there); oracle is the real frame; the codec ceiling is the probe on "
+        "the shared codec's reconstruction of the real frame (worst colour in brackets). Rollout recall needs a "
+        "free rollout through the whole gap. Per-run bootstrap CIs over clips are in `comparison.json`.",
         "",
         markdown_table(header, rows),
         "",

@@ -1,7 +1,7 @@
-"""``python -m lightning_ssmvid.reproduce [--seeds 42 43] [--pattern '*_long'] [-- overrides]``.
+"""``python -m lightning_ssmvid.reproduce [--seeds 42 43 44] [--arms cue generative] [--pattern '*_long'] [-- overrides]``.
 
-Runs every matching experiment of ``experiments/`` once per seed (skipping those with a finished run already in
-``logs/``), one after another, with a progress line per run; then writes the comparison table (``report``).
+Runs every matching experiment of ``experiments/`` once per arm and seed (skipping those with a finished run already
+in ``logs/``), one after another, with a progress line per run; then writes the comparison table (``report``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import subprocess
 import sys
 import time
+from fnmatch import fnmatch
 
 from lightning_ssmvid import report
 from lightning_ssmvid.utils.config import PROJECT_ROOT
@@ -17,22 +18,24 @@ from lightning_ssmvid.utils.config import PROJECT_ROOT
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--pattern", default="*_long")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--arms", nargs="+", default=["cue"], help="protocol arms (conf/arm/): cue generative ...")
+    parser.add_argument("--pattern", nargs="+", default=["*_long"], help="experiments (shell patterns)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
     args = parser.parse_args(argv)
-    names = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob(f"{args.pattern}.yaml"))
+    names = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml")
+                   if any(fnmatch(p.stem, pattern) for pattern in args.pattern))
     finished = report.find_runs(PROJECT_ROOT / "logs")
-    todo = [(name, seed) for name in names for seed in args.seeds]
-    for i, (name, seed) in enumerate(todo, start=1):
-        prefix = f"[{i}/{len(todo)}] {name} seed={seed}"
-        if any(s.get("seed") == seed for s in finished.get(name, [])):
+    todo = [(name, arm, seed) for seed in args.seeds for arm in args.arms for name in names]
+    for i, (name, arm, seed) in enumerate(todo, start=1):
+        prefix = f"[{i}/{len(todo)}] {name} arm={arm} seed={seed}"
+        if any(s.get("seed") == seed for s in finished.get(f"{name}+{arm}", [])):
             print(f"{prefix}: already finished, skipped", flush=True)
             continue
         print(f"{prefix}: running ...", flush=True)
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", f"experiment={name}", f"seed={seed}",
-                                 *args.overrides], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL)
+        result = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", f"experiment={name}", f"arm={arm}",
+                                 f"seed={seed}", *args.overrides], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL)
         status = "done" if result.returncode == 0 else f"FAILED (exit {result.returncode}; see logs/{name}/runs/)"
         print(f"{prefix}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
     report.main([])

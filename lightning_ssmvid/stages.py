@@ -34,8 +34,15 @@ def codec_identity(cfg: DictConfig, datamodule: VideoDataModule) -> dict:
         "codec": OmegaConf.to_container(cfg.codec, resolve=True),
         "training": OmegaConf.to_container(cfg.stages.codec_training, resolve=True),
         "data": config_hash(data_fingerprint(datamodule), length=16),
-        "seed": cfg.seed,
+        "seed": codec_seed(cfg),
     }
+
+
+def codec_seed(cfg: DictConfig) -> int:
+    """The stage-1 seed: ``stages.codec_training.seed`` (fixed, so every core *and seed* of a comparison shares one
+    codec and the seeds vary only the core's training), else the run's seed."""
+    seed = cfg.stages.codec_training.get("seed")
+    return cfg.seed if seed is None else int(seed)
 
 
 def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
@@ -54,13 +61,13 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     (path.parent / "identity.yaml").write_text(OmegaConf.to_yaml(identity))
     settings = cfg.stages.codec_training
     clips = ClipDataset(datamodule.train_set.videos, settings.clip_length, datamodule.frame_size, datamodule.stride)
-    sampler = RandomClipSampler(clips, settings.steps * settings.batch_size, seed=cfg.seed)
+    sampler = RandomClipSampler(clips, settings.steps * settings.batch_size, seed=codec_seed(cfg))
     loader = torch.utils.data.DataLoader(clips, batch_size=settings.batch_size, sampler=sampler,
                                          num_workers=datamodule.num_workers, collate_fn=collate_clips)
 
     log.info("stage 1: training the codec (%d steps) -> %s", settings.steps, path)
     pretrain_codec(instantiate(cfg.codec), loader, path, settings.steps, settings.lr,
-                   accelerator=cfg.trainer.accelerator, seed=cfg.seed,
+                   accelerator=cfg.trainer.accelerator, seed=codec_seed(cfg),
                    foreground_weight=settings.get("foreground_weight", 30.0))
     return path
 

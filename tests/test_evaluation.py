@@ -25,7 +25,7 @@ EVAL = ["callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8", "cal
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("eval_run")
-    train(compose_config(out, data_dir, *LONG_MEMORY_TINY, *EVAL, "logger=csv"))
+    train(compose_config(out, data_dir, *LONG_MEMORY_TINY, *EVAL, "logger=csv", "arm=cue"))
     GlobalHydra.instance().clear()
     return out / "run"
 
@@ -34,9 +34,10 @@ def test_training_logs_rollout_metrics_and_recall(trained_run):
     summary = json.loads((trained_run / "summary.json").read_text())
     final = summary["final"]
     for key in ("val/psnr_h1-16", "val/ssim_h1-16", "val/flicker_ratio", "val/warp_error_gen", "val/recall_chance",
-                "val/recall_codec_ceiling"):
+                "val/recall_codec_ceiling", "val/recall_oracle", "val/recall_copy_last", "val/probe_chance",
+                "val/recall_absent_gap10", "val/recall_rollout", "val/cue_ce"):
         assert key in final, key
-    assert final["val/recall_chance"] == pytest.approx(1 / 8)
+    assert final["val/recall_chance"] == pytest.approx(1 / 8) and final["val/recall_oracle"] == 1.0
     events = sum(v for k, v in final.items() if k.startswith("val/recall_events_gap"))
     assert events > 0 and 0 <= final["val/recall"] <= 1
     curves = json.loads((trained_run / "curves.json").read_text())
@@ -76,27 +77,70 @@ def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 class OracleModel:
-    """Knows the real video: its rollouts continue the real frames exactly (perfect memory and rendering), or, with
-    ``memory=False``, repeat the last frame it was shown (no memory of the hidden cue at all)."""
+    """Knows the real videos: its rollouts continue the real frames exactly (perfect memory and rendering), and its
+    core output holds the cue colour (a perfect state). With ``memory=False`` it repeats the last frame it was shown
+    and its core output is noise (no memory of the hidden cue at all)."""
 
     device, dtype = torch.device("cpu"), torch.float32
 
-    def __init__(self, video: torch.Tensor, memory: bool = True):
+    def __init__(self, clips: list[tuple[torch.Tensor, dict]], memory: bool = True):
+        shape = clips[0][0].shape[1:]
         self.codec = SimpleNamespace(encode=lambda x: torch.logit(x.clamp(1e-4, 1 - 1e-4)).flatten(1),
-                                     decode=lambda z: z.view(-1, *video.shape[1:]))
-        self.z, self.memory = self.codec.encode(video.float() / 255), memory
+                                     decode=lambda z: z.view(-1, *shape))
+        self.clips = [(self.codec.encode(video.float() / 255), sidecar) for video, sidecar in clips]
+        self.memory = memory
 
     def predict_latents(self, z: torch.Tensor, state: dict | None = None):
         t = int(state["t"]) if state else 0
-        return self.z[t + 1 : t + 1 + z.shape[1]][None], {"t": torch.tensor(t + z.shape[1])}
+        return self.clips[0][0][t + 1 : t + 1 + z.shape[1]][None], {"t": torch.tensor(t + z.shape[1])}
 
     def rollout_latents(self, z_next: torch.Tensor, state: dict, n_steps: int):
         t = int(state["t"])
         for i in range(n_steps):
-            yield self.z[t + i if self.memory else t - 1][None]
+            yield self.clips[0][0][t + i if self.memory else t - 1][None]
+
+    def predict_with_features(self, z: torch.Tensor, state=None):
+        """z: (B, T, D) of whole clips from frame 0 (what the memory probes pass)."""
+        z_hat, h = torch.cat([z[:, 1:], z[:, -1:]], 1), torch.randn(z.shape[0], z.shape[1], 8)
+        if not self.memory:
+            return z, h, {}
+        for b in range(z.shape[0]):
+            sidecar = next(s for latents, s in self.clips if torch.equal(latents[0], z[b, 0]))
+            h[b] = torch.nn.functional.one_hot(torch.from_numpy(sidecar["cue_colour"][: z.shape[1]]).long(), 8)
+        return z_hat, h, {}
 
 
-def test_recall_with_real_frames_through_the_gap_scores_memory_alone(tmp_path):
+def test_memory_probes_score_a_perfect_model_100_and_a_memoryless_one_at_chance(tmp_path):
+    from lightning_ssmvid.data.long_memory import LongMemoryConfig, generate_long_memory, list_clips, load_sidecar
+    from lightning_ssmvid.data.video_io import open_video, read_frames
+    from lightning_ssmvid.memory_evaluation import MemoryEvaluator
+
+    config = LongMemoryConfig(frame_size=64, n_frames=200, gap_bins=(8, 24, 48), min_visible=8, reveal_frames=4,
+                              n_train=8, n_val=0, n_test=8)
+    dataset = generate_long_memory(tmp_path, config, workers=1, progress=False)
+    splits = {split: list_clips(dataset / split) for split in ("train", "test")}
+    clips = [(read_frames(open_video(p), 0, config.n_frames), load_sidecar(p)) for p in sum(splits.values(), [])]
+    results = {}
+    for memory in (True, False):
+        model, evaluator = OracleModel(clips, memory), MemoryEvaluator(config.gap_bins, n_classes=8, feature_dim=8, batch_size=3)
+        evaluator.update(model, splits["train"], 64, fit=True)
+        evaluator.update(model, splits["test"], 64, fit=False)
+        results[memory] = evaluator.compute()
+    perfect, memoryless = results[True], results[False]
+    n_events = sum(len(s["events"]) for _, s in clips[8:])
+    assert sum(perfect[f"val/recall_events_gap{b}"] for b in config.gap_bins) == n_events >= 8
+    for b in config.gap_bins:  # a perfect memory: every event, pixel probe and state read-out
+        assert perfect[f"val/recall_gap{b}"] == perfect[f"val/probe_recall_gap{b}"] == 1.0
+    assert perfect["val/recall_oracle"] == perfect["val/recall_codec_ceiling"] == 1.0
+    assert perfect["val/recall_codec_worst_colour"] == 1.0
+    # repeating the announcement frame (the cue is hidden there) draws nothing: absent, never a colour
+    for result in (perfect, memoryless):
+        assert result["val/recall_copy_last"] == 0.0
+    assert memoryless["val/recall"] == 0.0 and memoryless["val/recall_absent"] == 1.0
+    assert memoryless["val/probe_recall"] <= 0.5 and memoryless["val/probe_shuffled"] <= 0.5
+
+
+def test_free_rollout_recall_scores_memory_and_rollout(tmp_path):
     from lightning_ssmvid.data.video_io import open_video, read_frames
     from tests.metrics.test_recall import CONFIG, generate_long_memory, list_clips, load_sidecar
 
@@ -108,13 +152,11 @@ def test_recall_with_real_frames_through_the_gap_scores_memory_alone(tmp_path):
         video = read_frames(reader, 0, len(reader))
         n_events += len(sidecar["events"])
         for memory, evaluator in evaluators.items():
-            evaluator._update_recall(OracleModel(video, memory), reader, 64, sidecar)
+            evaluator._update_recall(OracleModel([(video, sidecar)], memory), reader, 64, sidecar)
     perfect, memoryless = evaluators[True], evaluators[False]
-    assert int(perfect.recall_tf.total.sum()) == n_events >= 8
-    # a perfect memory scores every event, both after the rollout through the gap and given the real gap frames
-    assert perfect.recall.compute()["recall"] == perfect.recall_tf.compute()["recall"] == 1.0
-    # shown only cue-free frames since the hiding, a model without memory is wrong on most events
-    assert memoryless.recall_tf.compute()["recall"] <= 0.5
+    assert int(perfect.recall_rollout.total.sum()) == n_events >= 8
+    assert perfect.recall_rollout.compute()["recall"] == 1.0
+    assert memoryless.recall_rollout.compute()["recall"] <= 0.5
 
 
 def test_evaluate_can_rechoose_a_config_group(trained_run):

@@ -98,3 +98,43 @@ def test_a_nan_validation_loss_is_reported_not_dropped(monkeypatch):
         model.head.bias.fill_(float("nan"))
     model.validation_step({"frames": frames}, 1)
     assert torch.isnan(model.val_means["loss"].compute()) and torch.isnan(model.val_psnr_next.compute())
+
+
+def test_weight_decay_spares_ssm_dynamics_norms_and_biases():
+    """Decay would pull every core's decay rates toward one value: only matrices of projections decay."""
+    for core in ("mamba", "mamba2", "s4d", "ssm", "lstm"):
+        model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core(core, d_model=16, n_layers=1),
+                           optimizer=torch.optim.AdamW, cue_weight=0.5)
+        decay, no_decay = (group["params"] for group in model.parameter_groups())
+        assert {id(p) for p in decay}.isdisjoint(id(p) for p in no_decay)
+        assert len(decay) + len(no_decay) == len([p for p in model.parameters() if p.requires_grad])
+        names = {id(p): n for n, p in model.named_parameters()}
+        spared = {names[id(p)].split(".")[-1] for p in no_decay}
+        decayed = {names[id(p)].split(".")[-1] for p in decay}
+        assert "bias" in spared and not spared & {"weight_ih_l0", "weight_hh_l0"}
+        assert {"A_log", "dt_bias", "log_A_real", "A_imag", "log_dt", "D", "A"} & decayed == set(), core
+        assert "weight" in decayed  # projections still decay
+        optimizer = model.configure_optimizers()
+        assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+
+
+def test_cue_head_loss_uses_labels_and_ignores_unlabelled_frames():
+    torch.manual_seed(0)
+    model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                       optimizer=torch.optim.SGD, cue_weight=0.5, cue_classes=4)
+    latents = torch.randn(2, 6, 8)
+    labels = torch.tensor([[1, 1, 1, 2, 2, 2], [-1, -1, 3, 3, 3, 3]])
+    out, _ = model.losses({"latents": latents, "cue": labels})
+    assert float(out["loss"]) == pytest.approx(float(0.1 * out["latent_mse"] + 0.5 * out["cue_ce"]), rel=1e-6)
+    h, _ = model.core(model.in_proj(latents))
+    logits = model.cue_head(h)
+    ce = torch.nn.functional.cross_entropy
+    expected = (ce(logits[0], labels[0]) + ce(logits[1, 2:], labels[1, 2:])) / 2  # per clip, then over clips
+    torch.testing.assert_close(out["cue_ce"], expected)
+    changed = labels.clone()
+    changed[1, :2] = 0  # unlabelled frames: their (arbitrary) values do not matter once -1
+    assert model.losses({"latents": latents, "cue": labels})[0]["cue_ce"] == out["cue_ce"]
+    assert model.losses({"latents": latents, "cue": changed})[0]["cue_ce"] != out["cue_ce"]
+    plain = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                       optimizer=torch.optim.SGD)
+    assert plain.cue_head is None and "cue_ce" not in plain.losses({"latents": latents, "cue": labels})[0]

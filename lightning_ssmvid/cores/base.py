@@ -22,6 +22,14 @@ from torch.utils.checkpoint import checkpoint
 State = dict[str, Tensor]
 
 
+def no_weight_decay(*parameters: nn.Parameter) -> None:
+    """Flag SSM dynamics parameters (decay rates, step sizes, transition matrices) so the optimiser never decays them
+    (``VideoModel.parameter_groups``; mamba_ssm's ``_no_weight_decay``): decay would pull every core's memory toward
+    one horizon, which is what the comparison measures."""
+    for parameter in parameters:
+        parameter._no_weight_decay = True
+
+
 def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
     """Apply ``fn`` to every tensor of a state (e.g. ``Tensor.detach``)."""
     return {key: fn(value) for key, value in state.items()}

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lightning_ssmvid.cores import register_core
-from lightning_ssmvid.cores.base import Mixer, ResidualCore, State
+from lightning_ssmvid.cores.base import Mixer, ResidualCore, State, no_weight_decay
 from lightning_ssmvid.ops import selective_scan
 
 
@@ -54,6 +54,7 @@ class MambaMixer(Mixer):
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(self.d_inner))
+        no_weight_decay(self.A_log, self.D, self.dt_proj.bias)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:

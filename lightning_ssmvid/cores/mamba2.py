@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lightning_ssmvid.cores import register_core
 from lightning_ssmvid.cores._blocks import forward_in_blocks
-from lightning_ssmvid.cores.base import Mixer, ResidualCore, State
+from lightning_ssmvid.cores.base import Mixer, ResidualCore, State, no_weight_decay
 from lightning_ssmvid.cores.mamba import causal_depthwise_conv, inverse_softplus_dt_bias
 from lightning_ssmvid.ops import ssd_scan
 
@@ -54,6 +54,7 @@ class Mamba2Mixer(Mixer):
         self.dt_bias = nn.Parameter(inverse_softplus_dt_bias(self.nheads, dt_min, dt_max))
         self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(*A_init_range)))
         self.D = nn.Parameter(torch.ones(self.nheads))
+        no_weight_decay(self.A_log, self.dt_bias, self.D)
         self.norm = GatedRMSNorm(self.d_inner)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 

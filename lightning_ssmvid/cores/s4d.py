@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ssmvid.cores import register_core
-from lightning_ssmvid.cores.base import Mixer, ResidualCore, State
+from lightning_ssmvid.cores.base import Mixer, ResidualCore, State, no_weight_decay
 from lightning_ssmvid.ops.fft_conv import causal_conv
 
 
@@ -93,6 +93,7 @@ class S4DMixer(Mixer):
         self.log_dt = nn.Parameter(torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         self.C = nn.Parameter(torch.randn(H, N, 2) * math.sqrt(0.5))
         self.D = nn.Parameter(torch.randn(H))
+        no_weight_decay(self.log_A_real, self.A_imag, self.log_dt, self.D)
         self.out_proj = nn.Linear(H, 2 * H)
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ssmvid.cores import register_core
-from lightning_ssmvid.cores.base import Mixer, ResidualCore, State
+from lightning_ssmvid.cores.base import Mixer, ResidualCore, State, no_weight_decay
 
 
 class TanhSSMMixer(Mixer):
@@ -21,6 +21,7 @@ class TanhSSMMixer(Mixer):
         self.d_model = d_model
         self.d_state = d_state or d_model
         self.A = nn.Parameter(torch.nn.init.orthogonal_(torch.empty(self.d_state, self.d_state)) * radius)
+        no_weight_decay(self.A)
         self.B = nn.Linear(d_model, self.d_state, bias=True)
         self.C = nn.Linear(self.d_state, d_model, bias=False)
         self.D = nn.Linear(d_model, d_model, bias=False)

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from lightning_ssmvid.data.video_folder import (
     ClipDataset, FixedClipSampler, RandomClipSampler, VideoEntry, collate_clips, scan_videos, split_videos,
 )
+from lightning_ssmvid.data.cue_labels import load_cue_labels
 from lightning_ssmvid.data.latent_cache import load_latents
 from lightning_ssmvid.data.streaming import StreamBatchSampler
 from lightning_ssmvid.data.video_io import list_videos
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class VideoDataModule(L.LightningDataModule):
-    """Batches ``{"frames": (B, T, 3, S, S) uint8, "video": (B,), "start": (B,)}`` from ``root``.
+    """Batches ``{"frames": (B, T, 3, S, S) uint8, "video": (B,), "start": (B,)}`` from ``root`` (plus ``"cue"``
+    (B, T) colour labels for long-memory clips, the memory arm's target).
 
     ``generator`` (optional) is a callable ``generator(root) -> dataset_dir`` that writes a synthetic set once
     (cached by its config); without it, ``root`` is a folder of the user's videos (``train/``/``val/`` subfolders,
@@ -101,7 +103,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def _dataset(self, videos: list[VideoEntry], latents=None) -> ClipDataset:
         return ClipDataset(videos, self.clip_length, self.frame_size, self.stride,
-                           max_open_readers=max(8, 2 * self.batch_size), latents=latents)
+                           max_open_readers=max(8, 2 * self.batch_size), latents=latents, labels=load_cue_labels)
 
     def use_latent_cache(self, cache_dir: Path) -> None:
         """Read latents from ``cache_dir`` (see ``data.latent_cache``) instead of decoding frames."""

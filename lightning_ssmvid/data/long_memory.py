@@ -1,22 +1,35 @@
 """Long-memory synthetic videos: a coloured cue object hides behind a grey occluder for a known gap, then returns.
 
 Each clip shows 1 + ``n_distractors`` shapes bouncing on a black background. The *cue object* (drawn last, so
-nothing covers it but the occluder) has a colour from a palette of ``palette_size`` saturated colours; every other
-object is a pale tint that is never a palette colour, and the occluder, a full-height band at the left or right
-edge, is neutral grey. So while the cue object is fully behind the occluder, no pixel of the video tells its colour.
+nothing covers it but the occluder; its size a fraction ``cue_size`` of the frame, the others ``object_size``) has a
+colour from a palette of ``palette_size`` saturated colours; every other object is a pale tint that is never a
+palette colour, and the occluder, a full-height band at the left or right edge, is neutral grey. So while the cue
+object is fully behind the occluder, no pixel of the video tells its colour.
 
-One clip holds several *events*: the cue object is fully visible for at least ``min_visible`` frames, slides into
-the occluder when it reaches it, stays fully hidden for exactly ``gap`` frames (a value of ``gap_bins``), slides
-out and stays fully visible for at least ``reveal_frames`` frames (the *reveal window*, where recall is scored:
-``lightning_ssmvid.metrics.recall``). The colour never changes within a clip, so the memory distance of an event
-is its gap: the number of frames in which no pixel of the cue object is visible.
+One clip holds several *events* (generator version 2): the cue object is fully visible in its colour for at least
+``min_visible`` frames, slides into the occluder when it reaches it, and stays fully hidden for exactly ``gap``
+frames (a value of ``gap_bins``) without moving: its y is frozen from the first frame it enters until it returns,
+its x while hidden, so it returns at exactly the row where it hid. On the last hidden frame (``announce``) the band
+turns dark grey (``ANNOUNCE_RGB``, no colour information): the next frame is the reveal. The reveal is a single-frame
+step out: at ``reveal_start`` the cue object is already fully visible, touching the band's inner edge, then it moves
+away and keeps bouncing, fully visible for at least ``reveal_frames`` frames (the *reveal window*, where recall is
+scored: ``lightning_ssmvid.metrics.recall``). The memory distance of an event is its gap: the number of frames in
+which no pixel of the cue object is visible.
+
+Colours are balanced: the cue's first colour is ``index % palette_size`` and the first event's gap is
+``gap_bins[index % len(gap_bins)]``, so any lcm(palette_size, len(gap_bins)) consecutive clips of a split hold every
+(colour, first gap) pair equally often. With ``colour_per_event`` the cue object takes a new colour (random, never
+its previous one) at the end of each reveal window, and shows it fully for ``min_visible`` frames before hiding
+again; otherwise its colour never changes within a clip. Each event records the colour that returns at its reveal.
 
 Layout of a generated set (``generate_long_memory``)::
 
     ROOT/long_memory-64px-1440f-<hash>/config.json
         train/clip_00000.mp4   lossless H.264 (libx264rgb), decoded bit-exactly by decord
         train/clip_00000.npz   per-frame arrays: positions (T, n_objects, 2) int16 (x, y of each object's
-                               top-left corner), cue_visible (T,) int16 (visible pixels of the cue object)
+                               top-left corner), cue_visible (T,) int16 (visible pixels of the cue object),
+                               cue_colour (T,) int16 (palette index of the cue object; while hidden, the colour
+                               it will show at its reveal)
         train/clip_00000.json  the sidecar (see ``plan_clip``); written last, so its presence marks the clip done
         train/manifest.json    written after every clip of the split: the split is complete
         val/ ... test/ ...
@@ -29,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -43,19 +57,26 @@ import numpy as np
 from lightning_ssmvid.data.video_io import VideoWriter
 from lightning_ssmvid.utils.files import config_hash, write_json_atomic
 
-GENERATOR_VERSION = 1  # bump when the rendered data change, so cached sets are regenerated
-SIDECAR_FORMAT = "long_memory/v1"
+GENERATOR_VERSION = 2  # bump when the rendered data change, so cached sets are regenerated
+SIDECAR_FORMAT = "long_memory/v2"
 SPLITS = ("train", "val", "test")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 MANIFEST = "manifest.json"
 SHAPES = ("square", "disc", "diamond")  # all left-right symmetric: mirroring a clip mirrors positions only
 BACKGROUND = (0, 0, 0)
 OCCLUDER_RGB = (128, 128, 128)
+ANNOUNCE_RGB = (64, 64, 64)  # the band on the frame before a reveal: a cue of "when", never of "which colour"
 MAX_PALETTE = 16  # past 16 hues get too close (min RGB distance < 70)
-ARRAY_KEYS = ("positions", "cue_visible")
+ARRAY_KEYS = ("positions", "cue_visible", "cue_colour")
 
 
-def _as_type(value: Any, kind: type, name: str) -> int | float:
+def _as_type(value: Any, kind: type, name: str) -> int | float | bool:
+    if kind is bool:  # True/False, 0/1 or their spellings (CLI): never an int, so True and 1 hash alike
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.strip().lower() in ("true", "1", "yes")
+        if not isinstance(value, str) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{name} takes a bool, got {value!r}")
     if kind is int and float(value) != int(value):
         raise ValueError(f"{name} takes integers, got {value!r}")
     return kind(value)
@@ -65,8 +86,9 @@ def _as_type(value: Any, kind: type, name: str) -> int | float:
 class LongMemoryConfig:
     """Everything that determines the generated data (all of it goes into the cache hash).
 
-    Sizes are in pixels unless noted; ``object_size`` is a (min, max) fraction of ``frame_size``; ``speed`` is a
-    (min, max) speed in pixels per frame along each axis; ``n_distractors`` is an inclusive (min, max) range.
+    Sizes are in pixels unless noted; ``object_size`` (distractors) and ``cue_size`` (the cue object) are (min, max)
+    fractions of ``frame_size``; ``speed`` is a (min, max) speed in pixels per frame along each axis;
+    ``n_distractors`` is an inclusive (min, max) range; ``colour_per_event``: a new cue colour after each reveal.
     """
 
     frame_size: int = 64
@@ -78,10 +100,12 @@ class LongMemoryConfig:
     min_visible: int = 16
     reveal_frames: int = 8
     object_size: tuple[float, float] = (0.125, 0.1875)
+    cue_size: tuple[float, float] = (0.1875, 0.25)
     speed: tuple[float, float] = (1.0, 2.0)
+    colour_per_event: bool = False
     n_train: int = 256
-    n_val: int = 32
-    n_test: int = 64
+    n_val: int = 168  # the smallest multiple of 24 with >= 100 val and test events per default gap bin
+    n_test: int = 168
     seed: int = 0
 
     def __post_init__(self):
@@ -91,7 +115,9 @@ class LongMemoryConfig:
             value, default = getattr(self, field.name), field.default
             if isinstance(default, tuple):
                 value = tuple(_as_type(v, type(default[0]), field.name) for v in value)
-            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            elif isinstance(default, bool):
+                value = _as_type(value, bool, field.name)
+            elif isinstance(default, (int, float)):
                 value = _as_type(value, type(default), field.name)
             setattr(self, field.name, value)
         self.validate()
@@ -103,17 +129,24 @@ class LongMemoryConfig:
         return lo, max(lo, round(self.frame_size * self.object_size[1]))
 
     @property
+    def cue_size_range(self) -> tuple[int, int]:
+        lo = max(3, round(self.frame_size * self.cue_size[0]))
+        return lo, max(lo, round(self.frame_size * self.cue_size[1]))
+
+    @property
     def occluder_width(self) -> int:
-        return self.size_range[1] + max(2, self.frame_size // 16)
+        # wide enough to hide the largest object (cue or distractor) fully, plus a margin
+        return max(self.size_range[1], self.cue_size_range[1]) + max(2, self.frame_size // 16)
 
     def event_overhead(self) -> int:
-        """Frames an event needs besides its gap, in the worst case over the random draws (see ``plan_clip``)."""
-        lo, hi = self.size_range
+        """Frames an event needs besides its gap, in the worst case over the random draws (see ``plan_clip``): from
+        the previous reveal (or the clip start) to the end of its own reveal window."""
+        lo, hi = self.cue_size_range
         travel = self.frame_size - self.occluder_width - lo  # widest range of x while fully visible
         wait = 2 * math.ceil(travel / self.speed[0]) + 2  # until the object next touches the occluder
-        transit = math.ceil(hi / self.speed[0]) + 1  # sliding fully in (or out)
-        visible = 2 * max(self.min_visible, self.reveal_frames)
-        return visible + wait + 2 * transit + self.reveal_frames + 1
+        transit = math.ceil(hi / self.speed[0]) + 1  # sliding fully in (the step out takes no frame)
+        visible = self.reveal_frames + 2 * self.min_visible  # previous reveal window, then its colour shown
+        return visible + wait + transit + self.reveal_frames + 1
 
     def validate(self) -> None:
         if self.frame_size < 16:
@@ -125,10 +158,19 @@ class LongMemoryConfig:
             raise ValueError(f"n_distractors must be an inclusive range (min, max) with 0 <= min <= max, got {lo, hi}")
         if not (0 < self.speed[0] <= self.speed[1]):
             raise ValueError(f"speed must be (min, max) with 0 < min <= max, got {self.speed}")
-        if not (0 < self.object_size[0] <= self.object_size[1] < 0.5):
-            raise ValueError(f"object_size must be fractions (min, max), 0 < min <= max < 0.5: {self.object_size}")
-        if self.speed[1] >= self.size_range[0]:
-            raise ValueError(f"speed max {self.speed[1]} must be below the smallest object size {self.size_range[0]}")
+        for name in ("object_size", "cue_size"):
+            lo, hi = getattr(self, name)
+            if not (0 < lo <= hi < 0.5):
+                raise ValueError(f"{name} must be fractions (min, max), 0 < min <= max < 0.5: {(lo, hi)}")
+        smallest = min(self.size_range[0], self.cue_size_range[0])
+        if self.speed[1] > smallest - 0.5:  # else one step could jump from fully visible to fully hidden
+            raise ValueError(f"speed max {self.speed[1]} must be at most the smallest object size {smallest} - 0.5")
+        room = self.frame_size - self.occluder_width - self.cue_size_range[1]
+        if room < self.speed[1]:
+            raise ValueError(f"cue_size {self.cue_size} leaves the cue object {room} px beside the occluder in a "
+                             f"{self.frame_size} px frame (< speed max {self.speed[1]}): lower cue_size/object_size")
+        if not isinstance(self.colour_per_event, bool):
+            raise ValueError(f"colour_per_event must be a bool, got {self.colour_per_event!r}")
         if self.min_visible < 1 or self.reveal_frames < 1:
             raise ValueError("min_visible and reveal_frames must be >= 1")
         if not self.gap_bins or any(int(g) != g or g < 1 for g in self.gap_bins):
@@ -140,8 +182,8 @@ class LongMemoryConfig:
         if too_long:
             raise ValueError(
                 f"gap bin(s) {too_long} do not fit in a clip of n_frames={self.n_frames}: an event needs its gap plus "
-                f"up to {overhead} frames (visible before hiding, waiting to reach the occluder, sliding in and out, "
-                f"reveal), i.e. n_frames >= {max(too_long) + overhead}; lower gap_bins or raise n_frames"
+                f"up to {overhead} frames (the previous reveal, visible before hiding, waiting to reach the occluder, "
+                f"sliding in, reveal), i.e. n_frames >= {max(too_long) + overhead}; lower gap_bins or raise n_frames"
             )
         for split in SPLITS:
             if getattr(self, f"n_{split}") < 0:
@@ -205,8 +247,15 @@ def distractor_colours() -> np.ndarray:
 
 
 # Shapes -------------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)  # masks are rasterised at every frame of every clip: build each stamp once
 def shape_stamp(shape: str, size: int) -> np.ndarray:
-    """(size, size) bool mask of a shape in its bounding box."""
+    """(size, size) bool mask of a shape in its bounding box (read-only: it is shared)."""
+    stamp = _shape_stamp(shape, int(size))
+    stamp.setflags(write=False)
+    return stamp
+
+
+def _shape_stamp(shape: str, size: int) -> np.ndarray:
     c = (size - 1) / 2
     yy, xx = np.mgrid[:size, :size]
     if shape == "square":
@@ -249,38 +298,44 @@ def plan_clip(config: LongMemoryConfig, split: str, index: int) -> dict:
 
     Sidecar fields: ``format``, ``clip``, ``split``, ``index``, ``seed``, ``n_frames``, ``fps``, ``frame_size``,
     ``palette`` (K x RGB), ``background`` (RGB), ``occluder`` (``x0, x1, y0, y1`` half-open box, ``rgb``,
-    ``side``), ``objects`` (in drawing order; each ``shape``, ``size``, ``rgb``, ``role`` = cue/distractor,
-    ``palette_index`` or null), ``cue`` (``object`` index, ``palette_index``, ``rgb``), ``events`` (each:
-    ``gap`` = frames with no cue pixel visible = ``hide_end - hide_start + 1``, ``gap_bin``, ``last_full``
-    (last fully visible frame before hiding), ``hide_start``, ``hide_end``, ``reveal_start`` (first frame with
-    a cue pixel visible again), ``full_start`` (first fully visible frame after it), ``reveal_stop`` (exclusive:
-    ``full_start + reveal_frames``); the reveal window is ``[reveal_start, reveal_stop)``), ``arrays``.
+    ``announce_rgb`` (its colour on announce frames), ``side``), ``objects`` (in drawing order; each ``shape``,
+    ``size``, ``rgb``, ``role`` = cue/distractor, ``palette_index`` or null; the cue's are its first colour),
+    ``cue`` (``object`` index, ``palette_index``, ``rgb``: the colour of the first event), ``events`` (each:
+    ``gap`` = frames with no cue pixel visible = ``hide_end - hide_start + 1``, ``gap_bin``, ``palette_index``
+    (the colour that returns at the reveal, shown before ``hide_start``), ``last_full`` (last fully visible frame
+    before hiding), ``hide_start``, ``hide_end``, ``announce`` (= ``hide_end``: the band is ``announce_rgb``),
+    ``reveal_start`` (first frame with a cue pixel visible again: the whole object), ``full_start``
+    (= ``reveal_start``), ``reveal_stop`` (exclusive: ``full_start + reveal_frames``); the reveal window is
+    ``[reveal_start, reveal_stop)``), ``arrays``.
     Arrays (``ARRAY_KEYS``, stored in the ``.npz`` named by ``arrays``): ``positions`` (T, n_objects, 2) int16,
-    the top-left (x, y) of each object's ``size`` x ``size`` box; ``cue_visible`` (T,) int16, visible cue pixels.
+    the top-left (x, y) of each object's ``size`` x ``size`` box; ``cue_visible`` (T,) int16, visible cue pixels;
+    ``cue_colour`` (T,) int16, the cue object's palette index (while hidden: the colour it hid with).
     """
     cfg, rng = config, clip_rng(config.seed, split, index)
-    S, T = cfg.frame_size, cfg.n_frames
+    S, T, K = cfg.frame_size, cfg.n_frames, cfg.palette_size
     lo, hi = cfg.size_range
     band = cfg.occluder_width
     band_x0 = S - band  # simulated with the occluder on the right; mirrored afterwards for side="left"
-    palette = make_palette(cfg.palette_size)
+    palette = make_palette(K)
     pale = distractor_colours()
 
     n_distractors = int(rng.integers(cfg.n_distractors[0], cfg.n_distractors[1] + 1))
     side = "right" if rng.random() < 0.5 else "left"
-    cue_index = int(rng.integers(cfg.palette_size))
+    first_colour = int(index) % K  # balanced: every colour equally often over K consecutive clips of a split
     objects = []
     for _ in range(n_distractors):
         objects.append({
             "shape": SHAPES[int(rng.integers(len(SHAPES)))], "size": int(rng.integers(lo, hi + 1)),
             "rgb": pale[int(rng.integers(len(pale)))].tolist(), "role": "distractor", "palette_index": None,
         })
-    cue_size = int(rng.integers(lo, hi + 1))
+    cue_lo, cue_hi = cfg.cue_size_range
+    cue_size = int(rng.integers(cue_lo, cue_hi + 1))
     objects.append({
         "shape": SHAPES[int(rng.integers(len(SHAPES)))], "size": cue_size,
-        "rgb": palette[cue_index].tolist(), "role": "cue", "palette_index": cue_index,
+        "rgb": palette[first_colour].tolist(), "role": "cue", "palette_index": first_colour,
     })
     positions = np.zeros((T, len(objects), 2), np.int16)
+    colours = np.zeros(T, np.int16)
 
     # Distractors bounce everywhere (passing behind the occluder too).
     for k, obj in enumerate(objects[:-1]):
@@ -292,28 +347,33 @@ def plan_clip(config: LongMemoryConfig, split: str, index: int) -> dict:
             x, vx = _bounce(x, vx, 0, S - s)
             y, vy = _bounce(y, vy, 0, S - s)
 
-    # The cue object: a state machine visible -> entering -> hidden (gap frames) -> leaving -> visible ...
+    # The cue object: a state machine visible -> entering -> hidden (gap frames) -> visible (stepped out) ...
     s = cue_size
-    x_max = band_x0 - s  # largest x at which the cue object is fully visible
+    x_max = band_x0 - s  # largest x at which the cue object is fully visible: touching the band's inner edge
     x, y = rng.uniform(0, x_max), rng.uniform(0, S - s)
     speed_x = float(rng.uniform(*cfg.speed))
     vx, vy = speed_x * (1.0 if rng.random() < 0.5 else -1.0), _signed_speed(rng, cfg.speed)
-    transit = math.ceil(s / speed_x) + 1
-    visible_floor = max(cfg.min_visible, cfg.reveal_frames)
-    phase, n_full = "visible", 0
-    visible_min = int(rng.integers(visible_floor, 2 * visible_floor + 1))
+    transit = math.ceil(s / speed_x) + 1  # a bound on the frames from the decision to hide_start
+    need = transit + cfg.reveal_frames  # frames an event takes after its decision frame, besides its gap
+    colour, colour_from = first_colour, 0  # the current colour, shown fully from frame colour_from on
+    phase, n_full = "visible", 0  # n_full: fully visible frames since colour_from
+    visible_min = int(rng.integers(cfg.min_visible, 2 * cfg.min_visible + 1))
     planned: list[int] = []
     hidden_left = 0
     more_events = True
     for t in range(T):
-        xi = _rint(x)
-        positions[t, -1] = xi, _rint(y)
-        n_full = n_full + 1 if phase == "visible" and xi <= x_max else n_full
-        # the position of frame t + 1
-        y, vy = _bounce(y, vy, 0, S - s)
+        if t == colour_from:  # the end of a reveal window (or the clip start): the colour to show before hiding
+            if t > 0 and cfg.colour_per_event:
+                colour = (colour + 1 + int(rng.integers(K - 1))) % K  # never the previous colour
+            n_full = 0
+        colours[t] = colour
+        positions[t, -1] = _rint(x), _rint(y)
+        if phase == "visible" and t >= colour_from:
+            n_full += 1  # x stays in [0, x_max] in this phase: always fully visible
+        # the position of frame t + 1; y frozen while entering and hidden: the cue returns at the row where it hid
         if phase == "visible":
+            y, vy = _bounce(y, vy, 0, S - s)
             if more_events and n_full >= visible_min and vx > 0 and x + vx > x_max:
-                need = 2 * transit + cfg.reveal_frames + 1
                 if not planned:  # the first event cycles through the bins over clip indices: every bin is used
                     choices = [cfg.gap_bins[index % len(cfg.gap_bins)]]
                     assert t + 1 + need + choices[0] <= T, "event overhead bound violated (a bug)"
@@ -321,23 +381,20 @@ def plan_clip(config: LongMemoryConfig, split: str, index: int) -> dict:
                     choices = [g for g in cfg.gap_bins if t + 1 + need + g <= T]
                 if choices:
                     planned.append(int(choices[int(rng.integers(len(choices)))]))
-                    phase, x = "entering", x + vx
+                    phase, x, n_full = "entering", x + vx, 0
                     continue
                 more_events = False
             x, vx = _bounce(x, vx, 0, x_max)
         elif phase == "entering":
             x += speed_x
-            if _rint(x) >= band_x0:  # fully behind the occluder from frame t + 1 on
+            if _rint(x) >= band_x0:  # fully behind the occluder from frame t + 1 on; x stays put while hidden
                 x, phase, hidden_left = min(x, S - s), "hidden", planned[-1]
         elif phase == "hidden":
             hidden_left -= 1
-            if hidden_left == 0:
-                x, phase = band_x0 - max(1.0, speed_x), "leaving"
-        elif phase == "leaving":
-            x -= speed_x
-            if _rint(x) <= x_max:
-                x, vx, phase, n_full = max(x, 0.0), -speed_x, "visible", 0
-                visible_min = int(rng.integers(visible_floor, 2 * visible_floor + 1))
+            if hidden_left == 0:  # step out: fully visible at once, touching the band, then moving away from it
+                x, vx, phase = float(x_max), -speed_x, "visible"
+                colour_from = t + 1 + cfg.reveal_frames
+                visible_min = int(rng.integers(cfg.min_visible, 2 * cfg.min_visible + 1))
     if side == "left":  # mirror (every shape is left-right symmetric)
         sizes = np.array([o["size"] for o in objects], np.int16)
         positions[..., 0] = S - sizes[None, :] - positions[..., 0]
@@ -351,22 +408,26 @@ def plan_clip(config: LongMemoryConfig, split: str, index: int) -> dict:
         "n_frames": T, "fps": cfg.fps, "frame_size": S,
         "palette": palette.tolist(), "background": list(BACKGROUND),
         "occluder": {
-            "x0": occluder_x[0], "x1": occluder_x[1], "y0": 0, "y1": S, "rgb": list(OCCLUDER_RGB), "side": side,
+            "x0": occluder_x[0], "x1": occluder_x[1], "y0": 0, "y1": S, "rgb": list(OCCLUDER_RGB),
+            "announce_rgb": list(ANNOUNCE_RGB), "side": side,
         },
         "objects": objects,
-        "cue": {"object": len(objects) - 1, "palette_index": cue_index, "rgb": palette[cue_index].tolist()},
+        "cue": {"object": len(objects) - 1, "palette_index": first_colour, "rgb": palette[first_colour].tolist()},
         "reveal_frames": cfg.reveal_frames, "min_visible": cfg.min_visible,
+        "colour_per_event": cfg.colour_per_event,
         "arrays": f"{clip_name(index)}.npz",
     }
     sidecar["positions"] = positions
     visible = np.array([cue_mask(sidecar, t).sum() for t in range(T)], np.int16)
     sidecar["cue_visible"] = visible
+    sidecar["cue_colour"] = colours
     full = int(shape_stamp(objects[-1]["shape"], s).sum())
-    sidecar["events"] = _find_events(visible, full, planned, cfg.reveal_frames)
+    sidecar["events"] = _find_events(visible, colours, full, planned, cfg.reveal_frames)
     return sidecar
 
 
-def _find_events(visible: np.ndarray, full: int, planned: Sequence[int], reveal_frames: int) -> list[dict]:
+def _find_events(visible: np.ndarray, colours: np.ndarray, full: int, planned: Sequence[int],
+                 reveal_frames: int) -> list[dict]:
     """Events measured on the rasterised visibility of the cue object (so they are exact by construction)."""
     hidden = visible == 0
     edges = np.diff(np.concatenate([[0], hidden.astype(np.int8), [0]]))
@@ -375,21 +436,24 @@ def _find_events(visible: np.ndarray, full: int, planned: Sequence[int], reveal_
     events = []
     for h0, h1, gap in zip(starts, ends, planned):
         assert h1 - h0 + 1 == gap, f"hidden for {h1 - h0 + 1} frames, planned {gap} (a bug)"
+        assert h0 > 0 and h1 + 1 < len(visible), "a hidden period at a clip end (a bug)"
         before = np.flatnonzero(visible[:h0] == full)
-        full_start = int(h1 + 1 + np.flatnonzero(visible[h1 + 1:] == full)[0])
+        full_start = int(h1 + 1)
         stop = full_start + reveal_frames
-        assert stop <= len(visible) and (visible[full_start:stop] == full).all(), "reveal window cut short (a bug)"
+        assert stop <= len(visible) and (visible[full_start:stop] == full).all(), "reveal not fully visible (a bug)"
+        assert colours[h0 - 1] == colours[h1 + 1], "the cue changed colour while hidden (a bug)"
         events.append({
-            "gap": int(gap), "gap_bin": int(gap), "last_full": int(before[-1]), "hide_start": int(h0),
-            "hide_end": int(h1), "reveal_start": int(h1 + 1), "full_start": full_start, "reveal_stop": int(stop),
+            "gap": int(gap), "gap_bin": int(gap), "palette_index": int(colours[h0 - 1]), "last_full": int(before[-1]),
+            "hide_start": int(h0), "hide_end": int(h1), "announce": int(h1), "reveal_start": int(h1 + 1),
+            "full_start": full_start, "reveal_stop": int(stop),
         })
     return events
 
 
 # Sidecars, masks and frames -----------------------------------------------------------------------------------------
 def load_sidecar(path: str | os.PathLike) -> dict:
-    """The sidecar of a clip (``path``: its .json, .mp4 or .npz), with its arrays loaded under ``"positions"`` and
-    ``"cue_visible"`` (numpy)."""
+    """The sidecar of a clip (``path``: its .json, .mp4 or .npz), with its arrays (``ARRAY_KEYS``: ``"positions"``,
+    ``"cue_visible"``, ``"cue_colour"``) loaded as numpy arrays."""
     path = Path(path).with_suffix(".json")
     sidecar = json.loads(path.read_text())
     with np.load(path.with_name(sidecar["arrays"])) as arrays:
@@ -418,21 +482,28 @@ def cue_mask(sidecar: dict, t: int, visible: bool = True) -> np.ndarray:
 
 
 def render_frames(sidecar: dict, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-    """Yield frames ``start..stop-1`` (S, S, 3) uint8 of a clip, exactly as written to its MP4."""
+    """Yield frames ``start..stop-1`` (S, S, 3) uint8 of a clip, exactly as written to its MP4.
+
+    The cue object is drawn in its colour of each frame (``cue_colour``), the occluder band last, in
+    ``announce_rgb`` on the announce frames (``event["announce"]``) and in ``rgb`` otherwise."""
     S = sidecar["frame_size"]
     stop = sidecar["n_frames"] if stop is None else stop
     positions = sidecar["positions"]
+    cue = sidecar["cue"]["object"]
+    cue_rgb = np.array(sidecar["palette"], np.uint8)[sidecar["cue_colour"]]  # (T, 3)
     objs = [(k, o["size"], shape_stamp(o["shape"], o["size"]), np.array(o["rgb"], np.uint8))
             for k, o in enumerate(sidecar["objects"])]
     occ = sidecar["occluder"]
     background, grey = np.array(sidecar["background"], np.uint8), np.array(occ["rgb"], np.uint8)
+    signal_rgb = np.array(occ["announce_rgb"], np.uint8)
+    announce = {int(event["announce"]) for event in sidecar["events"]}
     for t in range(start, stop):
         frame = np.empty((S, S, 3), np.uint8)
         frame[:] = background
         for k, s, stamp, rgb in objs:  # drawing order: distractors, then the cue object
             x, y = positions[t, k]
-            frame[y : y + s, x : x + s][stamp] = rgb
-        frame[occ["y0"] : occ["y1"], occ["x0"] : occ["x1"]] = grey
+            frame[y : y + s, x : x + s][stamp] = cue_rgb[t] if k == cue else rgb
+        frame[occ["y0"] : occ["y1"], occ["x0"] : occ["x1"]] = signal_rgb if t in announce else grey
         yield frame
 
 
@@ -599,6 +670,9 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + field.name.replace("_", "-")
         if isinstance(default, tuple):
             parser.add_argument(flag, type=type(default[0]), nargs="+", default=default, help=f"default: {default}")
+        elif isinstance(default, bool):  # type=bool would read "false" as True
+            parser.add_argument(flag, type=lambda v, name=field.name: _as_type(v, bool, name), default=default,
+                                metavar="{true,false}", help=f"default: {default}")
         else:
             parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
     return parser

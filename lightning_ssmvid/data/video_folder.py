@@ -53,15 +53,21 @@ class ClipDataset(Dataset):
     """Item ``(video_index, start)`` -> ``{"frames": (T, 3, S, S) uint8, "video": index, "start": start}``.
 
     With ``latents`` (a function ``video path -> memory-mapped (n_frames, D) array``, from the latent cache) items
-    hold ``"latents": (T, D) float32`` instead of frames, and no video is decoded.
+    hold ``"latents": (T, D) float32`` instead of frames, and no video is decoded. With ``labels`` (a function
+    ``video path -> (n_frames,) int array or None``) items also hold ``"cue": (T,) int64`` when every video has
+    labels (long-memory sidecars); otherwise none does.
     """
 
     def __init__(self, videos: list[VideoEntry], clip_length: int, frame_size: int, stride: int = 1,
-                 max_open_readers: int = 8, latents: Callable[[Path], np.ndarray] | None = None):
+                 max_open_readers: int = 8, latents: Callable[[Path], np.ndarray] | None = None,
+                 labels: Callable[[Path], np.ndarray | None] | None = None):
         self.videos, self.clip_length, self.frame_size, self.stride = videos, clip_length, frame_size, stride
         self.max_open_readers, self.latents = max_open_readers, latents
         self.key = "frames" if latents is None else "latents"
         self._readers: OrderedDict[int, object] = OrderedDict()
+        self._labels = [labels(v.path) for v in videos] if labels is not None else []
+        if not self._labels or any(label is None for label in self._labels):  # all or nothing: batches must stack
+            self._labels = []
 
     @property
     def span(self) -> int:
@@ -86,10 +92,17 @@ class ClipDataset(Dataset):
         if isinstance(item, SegmentItem):
             # an invalid filler slot reads a real clip too (cheap, same shape); its loss weight is zero
             return {self.key: self._read(item.video, item.start), "video": item.video, "start": item.start,
-                    "reset": item.reset, "valid": item.valid, "batch_index": item.batch_index}
+                    "reset": item.reset, "valid": item.valid, "batch_index": item.batch_index,
+                    **self._cue(item.video, item.start)}
         index, start, *valid = item  # (video, start) or (video, start, valid)
-        out = {self.key: self._read(index, start), "video": index, "start": start}
+        out = {self.key: self._read(index, start), "video": index, "start": start, **self._cue(index, start)}
         return (out | {"valid": valid[0]}) if valid else out
+
+    def _cue(self, index: int, start: int) -> dict:
+        """``{"cue": (T,) int64}`` labels of the clip, or nothing for videos without labels."""
+        if not self._labels:
+            return {}
+        return {"cue": torch.from_numpy(self._labels[index][start : start + self.span : self.stride].copy())}
 
     def _read(self, index: int, start: int) -> torch.Tensor:
         """(T, 3, S, S) uint8 frames, or (T, D) float32 latents."""

@@ -27,15 +27,30 @@ PSNR_BIN = "psnr_h{lo}-{hi}"
 SSIM_BIN = "ssim_h{lo}-{hi}"
 FLICKER = ("flicker_gen", "flicker_real", "flicker_ratio")
 WARP_ERROR = ("warp_error_gen", "warp_error_real", "warp_error_ratio")
+# Memory (lightning_ssmvid.memory_evaluation), every event of the validation clips. The pixel probe scores the
+# one-step prediction of the first reveal frame given the real frames up to the announcement; "_lo"/"_hi" bound its
+# 95% bootstrap CI over clips; "absent" is the share of events where the object was not drawn at all (counted wrong).
 RECALL_GAP = "recall_gap{gap}"
+RECALL_GAP_CI = ("recall_gap{gap}_lo", "recall_gap{gap}_hi")
+RECALL_ABSENT_GAP = "recall_absent_gap{gap}"
 RECALL_EVENTS_GAP = "recall_events_gap{gap}"
 RECALL = "recall"
+RECALL_ABSENT = "recall_absent"
 RECALL_CHANCE = "recall_chance"
 RECALL_CODEC = "recall_codec_ceiling"  # the probe on codec reconstructions of the real frames: the best a core can do
-# the probe with real frames through the hidden gap (they show no cue), generating only the reveal: memory alone,
-# without the long rollout through the gap that the plain recall also needs
-RECALL_TF = "recall_tf"
-RECALL_TF_GAP = "recall_tf_gap{gap}"
+RECALL_CODEC_WORST = "recall_codec_worst_colour"  # the same ceiling for the worst colour (all: curves.json)
+RECALL_ORACLE = "recall_oracle"  # the real reveal frame: 1.0 by construction (a check of the probe)
+RECALL_COPY_LAST = "recall_copy_last"  # the announcement frame repeated: the cue is hidden there, so ~0 (absent)
+# the free rollout through the whole gap (on the rollout clips): memory plus a rollout that stays coherent
+RECALL_ROLLOUT = "recall_rollout"
+RECALL_ROLLOUT_GAP = "recall_rollout_gap{gap}"
+# the state read-out: a linear probe on the frozen core output at the last hidden frame, fitted on training clips
+PROBE_RECALL_GAP = "probe_recall_gap{gap}"
+PROBE_RECALL_GAP_CI = ("probe_recall_gap{gap}_lo", "probe_recall_gap{gap}_hi")
+PROBE_RECALL = "probe_recall"
+PROBE_CHANCE = "probe_chance"  # the rate of the most common training colour among the scored events
+PROBE_SHUFFLED = "probe_shuffled"  # the probe fitted on shuffled labels: chance unless the read-out leaks
+PROBE_TRAIN = "probe_train"  # the probe's accuracy on its own training events
 FVD = "fvd_{n}x{t}"
 MEMORY_HALFLIFE = "memory_halflife"  # quantiles of SSM decay half-lives in frames (metrics/horizon.py)
 MEMORY_HALFLIFE_QUANTILES = (50, 90, 99)
@@ -55,9 +70,12 @@ CHART_COLUMNS = {PSNR_CURVE: ("horizon", "psnr"), SSIM_CURVE: ("horizon", "ssim"
 # Metric names containing one of these fragments are better when higher; "_ratio" metrics are best at 1 (the
 # real videos' value); all others are better when lower.
 HIGHER_IS_BETTER = ("psnr", "ssim", "recall", "accuracy", "frames_per_s", "halflife")
+LOWER_IS_BETTER = ("absent",)  # checked first: "recall_absent" is better when lower
 
 
 def higher_is_better(key: str) -> bool:
+    if any(fragment in key for fragment in LOWER_IS_BETTER):
+        return False
     return any(fragment in key for fragment in HIGHER_IS_BETTER)
 
 
@@ -83,16 +101,29 @@ def loss_keys(pixels: bool = True, recon: bool = True) -> list[str]:
     return out
 
 
+def memory_keys(gap_bins: Sequence[int], palette_size: int = 8) -> list[str]:
+    """The memory probes' scalars (without prefix) for long-memory data with these gap bins."""
+    out = []
+    for g in gap_bins:
+        out += [RECALL_GAP.format(gap=g), *(t.format(gap=g) for t in RECALL_GAP_CI), RECALL_ABSENT_GAP.format(gap=g),
+                RECALL_EVENTS_GAP.format(gap=g), PROBE_RECALL_GAP.format(gap=g),
+                *(t.format(gap=g) for t in PROBE_RECALL_GAP_CI)]
+    out += [RECALL, RECALL_ABSENT, RECALL_CHANCE, RECALL_CODEC, RECALL_ORACLE, RECALL_COPY_LAST]
+    out += [RECALL_CODEC_WORST]
+    return out + [PROBE_RECALL, PROBE_CHANCE, PROBE_SHUFFLED, PROBE_TRAIN]
+
+
 def rollout_keys(horizon_bins: Sequence[tuple[int, int]], gap_bins: Sequence[int] = (),
-                 fvd: Sequence[tuple[int, int]] = (), half_lives: bool = True, prefix: str = "val") -> list[str]:
+                 fvd: Sequence[tuple[int, int]] = (), half_lives: bool = True, prefix: str = "val",
+                 palette_size: int = 8) -> list[str]:
     """Scalars of a rollout evaluation: ``horizon_bins`` as named (clipped to the horizon), ``fvd`` as (clips,
     frames); ``half_lives`` for cores with SSM decays."""
     out = [template.format(lo=lo, hi=hi) for template in (PSNR_BIN, SSIM_BIN) for lo, hi in horizon_bins]
     out += [*FLICKER, *WARP_ERROR]
     if gap_bins:
-        out += [RECALL_GAP.format(gap=g) for g in gap_bins] + [RECALL_EVENTS_GAP.format(gap=g) for g in gap_bins]
-        out += [RECALL, RECALL_CHANCE, RECALL_CODEC]
-        out += [RECALL_TF_GAP.format(gap=g) for g in gap_bins] + [RECALL_TF]
+        out += [RECALL_ROLLOUT_GAP.format(gap=g) + suffix for g in gap_bins for suffix in ("", "_lo", "_hi")]
+        out += [f"{RECALL_ROLLOUT}_absent_gap{g}" for g in gap_bins] + [RECALL_ROLLOUT, f"{RECALL_ROLLOUT}_absent"]
+        out += memory_keys(gap_bins, palette_size)
     out += [FVD.format(n=n, t=t) for n, t in fvd]
     if half_lives:
         out += [f"{MEMORY_HALFLIFE}_p{q}" for q in MEMORY_HALFLIFE_QUANTILES]

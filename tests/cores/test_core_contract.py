@@ -119,3 +119,16 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients(name, mon
     assert len(calls) == 2, "each of the 2 layers runs under activation checkpointing"
     for plain, recomputed in zip(*grads):
         torch.testing.assert_close(recomputed, plain, rtol=1e-10, atol=1e-10)
+
+
+def test_memoryless_core_output_depends_on_the_current_frame_only():
+    core = build_core("memoryless", d_model=D, inner="lstm", n_layers=2).double().eval()
+    inner = build_core("lstm", d_model=D, n_layers=2).double()
+    assert sum(p.numel() for p in core.parameters()) == sum(p.numel() for p in inner.parameters())
+    u = torch.randn(2, 10, D, dtype=torch.float64)
+    y, _ = core(u)
+    changed = u.clone()
+    changed[:, :5] = torch.randn_like(changed[:, :5])  # a different past
+    torch.testing.assert_close(core(changed)[0][:, 5:], y[:, 5:], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="memory"):
+        build_core("memoryless", d_model=D, inner="memoryless")

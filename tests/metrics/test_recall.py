@@ -1,15 +1,18 @@
-"""The cue-recall probe: ground truth scores 100%, memoryless controls score chance, counts reduce exactly."""
+"""The cue-recall probe: ground truth scores 100%, memoryless controls score chance, an object not drawn is "absent"
+(never a colour), counts and per-event records reduce exactly, confidence intervals resample clips."""
 
 import numpy as np
 import pytest
 import torch
-from torchmetrics.utilities.data import dim_zero_sum
+from torchmetrics.utilities.data import dim_zero_cat, dim_zero_sum
 
 from lightning_ssmvid.data.long_memory import (
     LongMemoryConfig, cue_mask, generate_long_memory, list_clips, load_sidecar, plan_clip, render_frames,
 )
 from lightning_ssmvid.data.video_io import open_video, read_frames
-from lightning_ssmvid.metrics.recall import CueRecall, nearest_bin, score_clip, score_events
+from lightning_ssmvid.metrics.recall import (
+    ABSENT, CueRecall, absent_radius, classify_colours, nearest_bin, score_clip, score_events,
+)
 
 # 64 px: this decord build decodes widths that are not multiples of 64 stretched (see tests/data/test_long_memory.py)
 CONFIG = LongMemoryConfig(frame_size=64, n_frames=200, gap_bins=(8, 24, 48), min_visible=8, reveal_frames=4,
@@ -55,7 +58,7 @@ def test_offset_skips_events_outside_the_video(test_clips):
     cut = events[-1]["reveal_stop"] - 1  # the last reveal window ends after the video: skipped
     assert [s.event for s in score_events(video[:cut], sidecar)] == list(range(len(events) - 1))
     # the returning object painted in another palette colour: every event scored wrong, with that colour
-    wrong = (sidecar["cue"]["palette_index"] + 1) % len(sidecar["palette"])
+    wrong = (sidecar["events"][0]["palette_index"] + 1) % len(sidecar["palette"])
     repainted, colour = video.clone(), torch.tensor(sidecar["palette"][wrong], dtype=torch.uint8)
     for ev in events:
         for t in range(ev["reveal_start"], ev["reveal_stop"]):
@@ -86,7 +89,7 @@ def test_memoryless_controls_score_chance_and_ground_truth_scores_all():
                 mask = torch.from_numpy(cue_mask(sidecar, t))
                 forgot[t][:, mask] = colour[:, None]
         repainted.update([forgot], [sidecar])
-        grey.update([torch.full_like(video, 128)], [sidecar])  # nothing remembered at all
+        grey.update([torch.full_like(video, 128)], [sidecar])  # nothing drawn at all
     n = int(truth.total.sum())
     assert n >= 600 and (truth.total > 100).all()
     out = truth.compute()
@@ -94,11 +97,51 @@ def test_memoryless_controls_score_chance_and_ground_truth_scores_all():
     assert all(float(out[f"recall_gap{b}"]) == 1.0 for b in CHANCE_CONFIG.gap_bins)
     # binomial s.d. of an accuracy of 1/8 over n >= 600 events is <= 0.014 (over 240 clips, for the grey video,
     # whose errors are shared by the events of a clip: <= 0.022); a tolerance of 0.075 is > 3 s.d.
-    for metric in (repainted, grey):
-        result = metric.compute()
-        assert abs(float(result["recall"]) - 1 / K) < 0.075, result
-        for b in CHANCE_CONFIG.gap_bins:
-            assert float(result[f"recall_gap{b}"]) < 0.3, result
+    result = repainted.compute()
+    assert abs(float(result["recall"]) - 1 / K) < 0.075, result
+    assert float(result["recall_absent"]) == 0.0
+    for b in CHANCE_CONFIG.gap_bins:
+        assert float(result[f"recall_gap{b}"]) < 0.3, result
+        assert float(result[f"recall_gap{b}_lo"]) <= float(result[f"recall_gap{b}"]) <= float(result[f"recall_gap{b}_hi"])
+    # a video with no object in it is "absent" at every event: wrong, and never read as a palette colour
+    result = grey.compute()
+    assert float(result["recall"]) == 0.0 and float(result["recall_absent"]) == 1.0
+    # colours are balanced over clips (v2): every colour has events, and ground truth gets each one right
+    for k in range(K):
+        assert float(out[f"recall_colour{k}"]) == 1.0
+
+
+def test_black_or_grey_is_absent_not_red():
+    """v1's probe read a missing object (black) as palette colour 0 (red): "draw nothing" scored on red cues."""
+    sidecar = plan_clip(CHANCE_CONFIG, "test", 0)  # clip 0's cue colour is palette colour 0 (red)
+    assert sidecar["cue"]["palette_index"] == 0
+    palette = torch.tensor(sidecar["palette"], dtype=torch.float32)
+    black, grey, dark = torch.zeros(3), torch.full((3,), 128.0), torch.full((3,), 64.0)
+    assert classify_colours(torch.stack([black, grey, dark]), palette).tolist() == [ABSENT] * 3
+    assert classify_colours(palette, palette).tolist() == list(range(len(palette)))
+    # a palette colour dimmed by less than the absent radius is still that colour
+    near = palette * (1 - 0.9 * absent_radius(palette) / palette.norm(dim=1, keepdim=True))
+    assert classify_colours(near, palette).tolist() == list(range(len(palette)))
+    video = render(sidecar)
+    blank = torch.zeros_like(video)
+    scores = score_events(blank, sidecar)
+    assert scores and all(s.absent and not s.correct for s in scores)
+
+
+def test_first_reveal_frame_alone_is_scored_with_frames_first(test_clips):
+    video, sidecar = test_clips[0]
+    event = sidecar["events"][0]
+    assert event["full_start"] == event["reveal_start"]  # v2: the cue steps out fully visible
+    only_first = torch.zeros_like(video)
+    only_first[event["reveal_start"]] = video[event["reveal_start"]]
+    first = score_events(only_first, {**sidecar, "events": [event]}, frames="first")
+    assert len(first) == 1 and first[0].correct
+    # the whole window of a video holding only that frame: the other frames are black, so the median is absent
+    assert score_events(only_first, {**sidecar, "events": [event]}, frames="window")[0].absent
+    # one frame given at its offset: the probe of a one-step prediction
+    one = score_events(video[event["reveal_start"]][None], {**sidecar, "events": [event]},
+                       offset=event["reveal_start"], frames="first")
+    assert len(one) == 1 and one[0].correct
 
 
 def test_counts_are_sum_reduced_states_and_merge_exactly():
@@ -112,10 +155,12 @@ def test_counts_are_sum_reduced_states_and_merge_exactly():
     b.update(videos[5:], sidecars[5:], offsets=[0] * 7)
     a.merge_state(b)  # what the DDP sync does: the reductions of the states
     assert a._reductions["correct"] is a._reductions["total"] is dim_zero_sum  # DDP sums the counts
+    assert a._reductions["event_clip"] is a._reductions["event_correct"] is dim_zero_cat  # records are gathered
     assert torch.equal(a.correct, whole.correct) and torch.equal(a.total, whole.total)
     ra, rw = a.compute(), whole.compute()
-    assert ra.keys() == rw.keys() == {"recall_gap4", "recall_gap12", "recall", "chance"}
-    assert all(torch.equal(ra[k], rw[k]) for k in ra)
+    assert {"recall_gap4", "recall_gap12", "recall_gap4_lo", "recall_gap12_hi", "recall_absent_gap4", "recall",
+            "recall_absent", "chance", "events_gap4"} <= ra.keys() == rw.keys()
+    assert all(torch.equal(ra[k], rw[k]) or (ra[k].isnan() and rw[k].isnan()) for k in ra)  # CIs included
     assert float(rw["recall"]) < 1.0
     empty = CueRecall((4, 12, 1000))
     empty.update(videos[:2], sidecars[:2])
