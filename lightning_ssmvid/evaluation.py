@@ -16,7 +16,6 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import open_video, read_frames, write_video

@@ -42,6 +42,8 @@ class VideoModel(L.LightningModule):
     core and head on the latent loss alone.
     With ``cue_weight > 0`` (the memory arm) a linear cue head reads the long-memory cue colour from ``h`` at every
     frame, adding ``cue_weight * cross_entropy`` against the batch's ``"cue"`` (B, T) labels (-1: no label).
+    ``in_proj_hidden > 0`` makes the frame embedding ``in_proj`` a one-hidden-layer MLP (the same for every core);
+    ``in_norm`` layer-normalises each latent frame before it.
     Weight decay applies to matrices only: never to SSM dynamics (parameters flagged ``_no_weight_decay``), norms or
     biases, so it cannot pull every core's decay rates toward one value.
     """
@@ -60,6 +62,8 @@ class VideoModel(L.LightningModule):
         activation_checkpointing: bool = False,
         cue_weight: float = 0.0,
         cue_classes: int = 8,
+        in_proj_hidden: int = 0,
+        in_norm: bool = False,
     ):
         super().__init__()
         self.codec, self.core = codec, core
@@ -67,7 +71,13 @@ class VideoModel(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.pixel_weight, self.recon_weight, self.latent_weight = pixel_weight, recon_weight, latent_weight
         latent_dim, d_model = codec.latent_dim, core.d_model
-        self.in_proj = nn.Linear(latent_dim, d_model) if latent_dim != d_model else nn.Identity()
+        # the codec's latent dims differ in scale by 10x (grid vs frame-pooled): normalise each frame before the core
+        self.in_norm = nn.LayerNorm(latent_dim) if in_norm else nn.Identity()
+        if in_proj_hidden:  # a per-frame MLP shared by every core's design: colour is not linear in the codec latent
+            self.in_proj = nn.Sequential(nn.Linear(latent_dim, in_proj_hidden), nn.GELU(),
+                                         nn.Linear(in_proj_hidden, d_model))
+        else:
+            self.in_proj = nn.Linear(latent_dim, d_model) if latent_dim != d_model else nn.Identity()
         self.head = nn.Linear(d_model, latent_dim)
         nn.init.zeros_(self.head.weight)  # start as "next latent = this latent", a strong baseline for video
         nn.init.zeros_(self.head.bias)
@@ -96,8 +106,12 @@ class VideoModel(L.LightningModule):
 
     def predict_with_features(self, z: Tensor, state: State | None = None) -> tuple[Tensor, Tensor, State]:
         """z: (B, T, latent) -> (z_hat (B, T, latent), core output h (B, T, d_model), state)."""
-        h, state = self.core(self.in_proj(z), state)
+        h, state = self.core(self.embed(z), state)
         return z + self.head(h), h, state
+
+    def embed(self, z: Tensor) -> Tensor:
+        """Latents (..., latent) -> core inputs (..., d_model)."""
+        return self.in_proj(self.in_norm(z))
 
     def losses(self, batch: dict, state: State | None = None) -> tuple[dict[str, Tensor], State]:
         """Named losses of a batch of ``"frames"`` (B, T, C, H, W) or ``"latents"`` (B, T, latent), averaged over its
@@ -237,7 +251,7 @@ class VideoModel(L.LightningModule):
             if i + 1 == n_steps:
                 return
             z_in = self.codec.encode(torch.sigmoid(self.codec.decode(z_next))) if reencode else z_next
-            h, state = self.core.step(self.in_proj(z_in), state)
+            h, state = self.core.step(self.embed(z_in), state)
             z_next = z_in + self.head(h)
 
     @torch.no_grad()

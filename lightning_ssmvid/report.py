@@ -251,6 +251,22 @@ def plot_core_scaling(bench: Path) -> Path | None:
     return save_figure(plt, fig, time_ax, bench / "cores_scaling.png")
 
 
+def codec_ceiling_lines(runs: dict[str, list[dict]]) -> list[str]:
+    """The shared codec's pixel-probe ceiling per true colour (from a run's ``curves.json``; every run of a
+    comparison shares the codec, so any run gives the same numbers)."""
+    for summaries in runs.values():
+        for summary in summaries:
+            path = PROJECT_ROOT / summary["run_dir"] / "curves.json"
+            per_colour = json.loads(path.read_text()).get("codec_ceiling_per_colour") if path.is_file() else None
+            if per_colour:
+                cells = " | ".join(f"{100 * v:.1f}%" for _, v in sorted(per_colour.items(), key=lambda kv: int(kv[0])))
+                return ["Codec ceiling per cue colour (palette index 0..7; the pixel probe on the codec's reconstruction "
+                        f"of the real first reveal frame, from `{summary['run_dir']}`):", "",
+                        "| " + " | ".join(f"colour {k}" for k in sorted(per_colour, key=int)) + " |",
+                        "|" + "---|" * len(per_colour), "| " + cells + " |", ""]
+    return []
+
+
 def load_generation(bench: Path) -> dict[str, dict]:
     path = bench / "generation.json"
     if not path.is_file():
@@ -291,6 +307,7 @@ def main(argv: list[str] | None = None) -> Path:
         "",
         markdown_table(header, rows),
         "",
+        *codec_ceiling_lines(runs),
         *[f"![{p.stem}]({p.relative_to(args.out)})" for p in plots],
         *[f"![{p.stem}]({p.relative_to(args.out)})" for p in bench_plots if p.is_relative_to(args.out)],
     ]

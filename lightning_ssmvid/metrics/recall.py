@@ -2,9 +2,10 @@
 
 For each event of a long-memory clip (``lightning_ssmvid.data.long_memory``) the probe takes the pixels of a video
 inside the cue object's ground-truth visible mask (at the first reveal frame, ``frames="first"``, or over the whole
-reveal window, ``frames="window"``), their per-channel median colour, and classifies it: the nearest palette colour
-if it lies within ``absent_radius`` (half the smallest distance between two palette colours) of it, otherwise
-*absent* (black background, grey occluder, a smear: the object was not drawn). Absent counts as wrong and is
+reveal window, ``frames="window"``), their per-channel median colour, and classifies it as the nearest of the
+palette colours and the scene's other colours (background, occluder grey and its announcement shade, the
+distractors' pale tints, mid grey): nearest to a palette colour is that colour, nearest to any other is *absent*
+(black background, grey band, a smear, a distractor: the cue object was not drawn). Absent counts as wrong and is
 reported on its own, so "draws nothing" cannot pass for a colour. A model that forgot the colour but draws the object
 scores chance, ``1 / palette_size``; ground truth scores 1. Confidence intervals resample whole clips.
 """
@@ -48,17 +49,25 @@ def event_colour(sidecar: dict, event: dict) -> int:
     return int(event.get("palette_index", sidecar["cue"]["palette_index"]))
 
 
-def absent_radius(palette: Tensor) -> float:
-    """Half the smallest RGB distance between two palette colours: within it a colour is that palette colour."""
-    distances = torch.cdist(palette, palette) + torch.eye(len(palette)) * 1e9
-    return float(distances.min()) / 2
+MID_GREY = (128, 128, 128)  # a smear of everything: never a cue colour
 
 
-def classify_colours(colours: Tensor, palette: Tensor) -> Tensor:
-    """colours (N, 3), palette (K, 3), both 0..255 -> (N,) palette indices, ``ABSENT`` where none is near."""
-    distances = torch.cdist(colours.float(), palette.float())
-    nearest = distances.min(dim=1)
-    return torch.where(nearest.values <= absent_radius(palette.float()), nearest.indices, ABSENT)
+def scene_colours(sidecar: dict) -> Tensor:
+    """(M, 3) the colours of a long-memory clip that are not the cue's: background, band (and its announcement
+    shade), distractors, mid grey."""
+    occluder = sidecar["occluder"]
+    colours = [sidecar["background"], occluder["rgb"], occluder.get("announce_rgb", occluder["rgb"]), MID_GREY]
+    colours += [o["rgb"] for o in sidecar["objects"] if o.get("role") != "cue"]
+    return torch.tensor(colours, dtype=torch.float32)
+
+
+def classify_colours(colours: Tensor, palette: Tensor, others: Tensor | None = None) -> Tensor:
+    """colours (N, 3), palette (K, 3), others (M, 3) the scene's non-cue colours, all 0..255 -> (N,) palette
+    indices, ``ABSENT`` where a non-cue colour is nearer than every palette colour."""
+    others = torch.tensor([[0, 0, 0], MID_GREY], dtype=torch.float32) if others is None else others.float()
+    references = torch.cat([palette.float(), others])
+    nearest = torch.cdist(colours.float(), references).argmin(dim=1)
+    return torch.where(nearest < len(palette), nearest, ABSENT)
 
 
 def _as_uint8_video(video) -> Tensor:
@@ -85,7 +94,7 @@ def score_events(video, sidecar: dict, offset: int = 0, reduce: str = "median",
     if tuple(video.shape[-2:]) != (size, size):
         raise ValueError(f"video frames are {tuple(video.shape[-2:])}, the clip's are {(size, size)}: score at the "
                          "data's frame size")
-    palette = torch.tensor(sidecar["palette"], dtype=torch.float32)
+    palette, others = torch.tensor(sidecar["palette"], dtype=torch.float32), scene_colours(sidecar)
     scores = []
     for k, event in enumerate(sidecar["events"]):
         start = event["reveal_start"]
@@ -97,7 +106,7 @@ def score_events(video, sidecar: dict, offset: int = 0, reduce: str = "median",
         if pixels.shape[1] == 0:
             continue
         colour = pixels.median(dim=1).values if reduce == "median" else pixels.mean(dim=1)
-        predicted = int(classify_colours(colour[None], palette)[0])
+        predicted = int(classify_colours(colour[None], palette, others)[0])
         scores.append(EventScore(k, int(event["gap"]), int(event.get("gap_bin", event["gap"])), predicted,
                                  event_colour(sidecar, event), int(pixels.shape[1])))
     return scores

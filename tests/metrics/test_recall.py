@@ -11,7 +11,7 @@ from lightning_ssmvid.data.long_memory import (
 )
 from lightning_ssmvid.data.video_io import open_video, read_frames
 from lightning_ssmvid.metrics.recall import (
-    ABSENT, CueRecall, absent_radius, classify_colours, nearest_bin, score_clip, score_events,
+    ABSENT, CueRecall, classify_colours, nearest_bin, scene_colours, score_clip, score_events,
 )
 
 # 64 px: this decord build decodes widths that are not multiples of 64 stretched (see tests/data/test_long_memory.py)
@@ -115,13 +115,17 @@ def test_black_or_grey_is_absent_not_red():
     """v1's probe read a missing object (black) as palette colour 0 (red): "draw nothing" scored on red cues."""
     sidecar = plan_clip(CHANCE_CONFIG, "test", 0)  # clip 0's cue colour is palette colour 0 (red)
     assert sidecar["cue"]["palette_index"] == 0
-    palette = torch.tensor(sidecar["palette"], dtype=torch.float32)
+    palette, others = torch.tensor(sidecar["palette"], dtype=torch.float32), scene_colours(sidecar)
     black, grey, dark = torch.zeros(3), torch.full((3,), 128.0), torch.full((3,), 64.0)
-    assert classify_colours(torch.stack([black, grey, dark]), palette).tolist() == [ABSENT] * 3
-    assert classify_colours(palette, palette).tolist() == list(range(len(palette)))
-    # a palette colour dimmed by less than the absent radius is still that colour
-    near = palette * (1 - 0.9 * absent_radius(palette) / palette.norm(dim=1, keepdim=True))
-    assert classify_colours(near, palette).tolist() == list(range(len(palette)))
+    assert classify_colours(torch.stack([black, grey, dark]), palette, others).tolist() == [ABSENT] * 3
+    assert classify_colours(palette, palette, others).tolist() == list(range(len(palette)))
+    # a palette colour a little dimmed and blurred toward black (what a codec draws) is still that colour
+    near = palette * 0.8 + 10
+    assert classify_colours(near, palette, others).tolist() == list(range(len(palette)))
+    # a distractor's pale tint where the cue should be is not the cue: absent
+    tints = torch.tensor([o["rgb"] for o in sidecar["objects"] if o["role"] != "cue"] or [[230, 200, 200]],
+                         dtype=torch.float32)
+    assert (classify_colours(tints, palette, torch.cat([others, tints])) == ABSENT).all()
     video = render(sidecar)
     blank = torch.zeros_like(video)
     scores = score_events(blank, sidecar)

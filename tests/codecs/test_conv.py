@@ -1,0 +1,39 @@
+"""The shared codec: shapes, a frame-pooled global part that is position-free, and clear errors for bad sizes."""
+
+import pytest
+import torch
+
+from lightning_ssmvid.codecs.conv import ConvCodec
+
+
+@pytest.mark.parametrize("global_dim", [0, 16])
+def test_encode_decode_shapes(global_dim):
+    codec = ConvCodec(frame_size=32, latent_dim=32 + global_dim, width=8, global_dim=global_dim)
+    frames = torch.rand(2, 5, 3, 32, 32)
+    z = codec.encode(frames)
+    assert z.shape == (2, 5, 32 + global_dim)
+    assert codec.decode(z).shape == (2, 5, 3, 32, 32)
+
+
+def test_global_part_ignores_where_an_object_is_and_reaches_every_cell():
+    torch.manual_seed(0)
+    codec = ConvCodec(frame_size=64, latent_dim=80, width=8, global_dim=16).eval()
+    a, b = torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)
+    a[:, 0, 24:32, 24:32] = 1.0  # the same red square in two places a grid cell (8 px) apart, away from the borders
+    b[:, 0, 32:40, 32:40] = 1.0
+    with torch.no_grad():
+        za, zb = codec.encode(a), codec.encode(b)
+    torch.testing.assert_close(za[:, 64:], zb[:, 64:])  # max-pooled: where is gone
+    assert not torch.allclose(za[:, :64], zb[:, :64])  # the grid knows where
+    z = za.clone()
+    z[:, 64:] += 1.0  # the global part is broadcast to every cell: it changes the whole decoded frame
+    with torch.no_grad():
+        changed = (codec.decode(z) - codec.decode(za)).abs().amax(dim=1)[0]
+    assert (changed > 0).float().mean() > 0.9
+
+
+def test_sizes_that_do_not_fit_the_grid_are_rejected():
+    with pytest.raises(ValueError, match="multiple of"):
+        ConvCodec(frame_size=32, latent_dim=40, global_dim=16)  # 24 grid dims do not fill a 4 x 4 grid
+    with pytest.raises(ValueError, match="multiple of 8"):
+        ConvCodec(frame_size=30, latent_dim=64)
