@@ -40,8 +40,8 @@ bench: $(STAMP) ## run every benchmark -> reports/bench/ (make bench args="--qui
 table: $(STAMP) ## build reports/comparison.md from the runs' summary.json files
 	$(PY) -m lightning_ssmvid.report
 
-reproduce: $(STAMP) ## run every *_long experiment x arm x seed not yet finished (seeds="42 43 44" arms="cue generative"), then make table
-	$(PY) -m lightning_ssmvid.reproduce --seeds $(or $(seeds),42 43 44) --arms $(or $(arms),cue generative) $(args)
+reproduce: $(STAMP) ## run every *_short experiment x arm x seed not yet finished (seeds="42 43 44" arms="cue generative"), then make table
+	$(PY) -m lightning_ssmvid.reproduce --seeds $(or $(seeds),42 43 44) --arms $(or $(arms),cue generative) --pattern $(or $(pattern),'*_short') $(args)
 
 sweep: $(STAMP) ## validate conf/sweep/NAME.yaml offline, create the W&B sweep: make sweep sweep=NAME [entity=E project=P]
 	@test -n "$(sweep)" || { echo "usage: make sweep sweep=NAME (one of: $$(ls conf/sweep | sed 's/.yaml//' | xargs))"; exit 2; }

@@ -52,9 +52,10 @@ class Protocol:
     gap_bins: tuple[int, ...]
     fvd: tuple[tuple[int, int], ...]  # (clips, frames) of the FVD key, when the I3D detector is given
     n_samples: int
+    cue: bool = False  # the memory arm's cue head (model.cue_weight > 0)
 
     def scalars(self) -> list[str]:
-        return keys.scalar_keys(self.pixels, self.recon, self.horizon_bins, self.gap_bins, self.fvd)
+        return keys.scalar_keys(self.pixels, self.recon, self.horizon_bins, self.gap_bins, self.fvd, cue=self.cue)
 
     def media(self) -> list[str]:
         return keys.media_keys(self.n_samples, recall=bool(self.gap_bins)) if self.horizon_bins else []
@@ -74,6 +75,7 @@ def protocol(cfg: DictConfig) -> Protocol:
         gap_bins=tuple(evaluation.gap_bins or ()) if horizon else (),
         fvd=((evaluation.n_clips, fvd_frames),) if fvd_frames and horizon >= fvd_frames else (),
         n_samples=min(evaluation.n_samples, evaluation.n_clips) if horizon else 0,
+        cue=bool(cfg.model.get("cue_weight", 0)),
     )
 
 
@@ -82,7 +84,7 @@ def merge(protocols: list[Protocol]) -> Protocol:
     union = lambda field: tuple(sorted({v for p in protocols for v in getattr(p, field)}))  # noqa: E731
     return Protocol(pixels=any(p.pixels for p in protocols), recon=any(p.recon for p in protocols),
                     horizon_bins=union("horizon_bins"), gap_bins=union("gap_bins"), fvd=union("fvd"),
-                    n_samples=max(p.n_samples for p in protocols))
+                    n_samples=max(p.n_samples for p in protocols), cue=any(p.cue for p in protocols))
 
 
 def experiment_names(family: str) -> list[str]:

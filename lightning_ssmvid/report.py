@@ -251,6 +251,26 @@ def plot_core_scaling(bench: Path) -> Path | None:
     return save_figure(plt, fig, time_ax, bench / "cores_scaling.png")
 
 
+def ordering_lines(runs: dict[str, list[dict]]) -> list[str]:
+    """The order of the rows by state read-out at the longest gap, per seed (is the ranking stable over seeds?)."""
+    bins = gap_bins(runs)
+    if not bins:
+        return []
+    key = f"val/probe_recall_gap{bins[-1]}"
+    seeds = sorted({s.get("seed") for summaries in runs.values() for s in summaries if key in s["final"]},
+                   key=str)
+    lines = []
+    for seed in seeds:
+        scores = {row: s["final"][key] for row, summaries in runs.items() for s in summaries
+                  if s.get("seed") == seed and key in s["final"]}
+        if len(scores) > 1:
+            order = " > ".join(f"{row} ({100 * v:.0f}%)" for row, v in sorted(scores.items(), key=lambda kv: -kv[1]))
+            lines.append(f"- seed {seed}: {order}")
+    if not lines:
+        return []
+    return [f"State read-out at gap {bins[-1]}, rows ordered per seed:", "", *lines, ""]
+
+
 def codec_ceiling_lines(runs: dict[str, list[dict]]) -> list[str]:
     """The shared codec's pixel-probe ceiling per true colour (from a run's ``curves.json``; every run of a
     comparison shares the codec, so any run gives the same numbers)."""
@@ -308,6 +328,7 @@ def main(argv: list[str] | None = None) -> Path:
         markdown_table(header, rows),
         "",
         *codec_ceiling_lines(runs),
+        *ordering_lines(runs),
         *[f"![{p.stem}]({p.relative_to(args.out)})" for p in plots],
         *[f"![{p.stem}]({p.relative_to(args.out)})" for p in bench_plots if p.is_relative_to(args.out)],
     ]

@@ -1,4 +1,4 @@
-"""``python -m lightning_ssmvid.reproduce [--seeds 42 43 44] [--arms cue generative] [--pattern '*_long'] [-- overrides]``.
+"""``python -m lightning_ssmvid.reproduce [--seeds 42 43 44] [--arms cue generative] [--pattern '*_short'] [-- overrides]``.
 
 Runs every matching experiment of ``experiments/`` once per arm and seed (skipping those with a finished run already
 in ``logs/``), one after another, with a progress line per run; then writes the comparison table (``report``).
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--arms", nargs="+", default=["cue"], help="protocol arms (conf/arm/): cue generative ...")
-    parser.add_argument("--pattern", nargs="+", default=["*_long"], help="experiments (shell patterns)")
+    parser.add_argument("--pattern", nargs="+", default=["*_short"], help="experiments (shell patterns)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
     args = parser.parse_args(argv)
     names = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml")

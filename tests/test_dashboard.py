@@ -28,7 +28,7 @@ from tests.test_train import LONG_MEMORY_TINY
 TINY = [*LONG_MEMORY_TINY, "core=s4d", "callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8",
         "callbacks.evaluation.horizon=24", "callbacks.evaluation.max_events_per_clip=2", "data.generator.n_val=2",
         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=csv",
-        "+logger.recorder._target_=tests.test_dashboard.WandbLogger"]
+        "+logger.recorder._target_=tests.test_dashboard.WandbLogger", "arm=cue"]  # the cue arm logs cue_ce too
 LIGHTNING = {"epoch", "step"}  # Lightning's own columns, not metrics
 
 

@@ -13,12 +13,14 @@ TRAIN_LOSS = "train/loss"
 TRAIN_PIXEL_MSE = "train/pixel_mse"
 TRAIN_RECON_MSE = "train/recon_mse"
 TRAIN_LATENT_MSE = "train/latent_mse"
+TRAIN_CUE_CE = "train/cue_ce"  # the cue arm's cross-entropy of the cue colour (conf/arm/cue.yaml)
 TRAIN_FRAMES_PER_S = "train/frames_per_s"
 TRAIN_SKIPPED_NONFINITE = "train/skipped_nonfinite"
 VAL_LOSS = "val/loss"
 VAL_PIXEL_MSE = "val/pixel_mse"
 VAL_RECON_MSE = "val/recon_mse"
 VAL_LATENT_MSE = "val/latent_mse"
+VAL_CUE_CE = "val/cue_ce"
 VAL_PSNR_NEXT = "val/psnr_next"
 
 # Rollout evaluation (lightning_ssmvid.evaluation), logged under val/ (or test/): PSNR/SSIM per horizon bin
@@ -91,9 +93,12 @@ def chart_table(key: str) -> str:
     return f"{key}_table"
 
 
-def loss_keys(pixels: bool = True, recon: bool = True) -> list[str]:
-    """train/ and val/ losses of ``VideoModel.losses``: latent-cache (two-stage) batches have no pixels to score."""
+def loss_keys(pixels: bool = True, recon: bool = True, cue: bool = True) -> list[str]:
+    """train/ and val/ losses of ``VideoModel.losses``: latent-cache (two-stage) batches have no pixels to score;
+    ``cue``: the memory arm's cue cross-entropy."""
     out = [TRAIN_LOSS, TRAIN_LATENT_MSE, VAL_LOSS, VAL_LATENT_MSE]
+    if cue:
+        out += [TRAIN_CUE_CE, VAL_CUE_CE]
     if pixels:
         out += [TRAIN_PIXEL_MSE, VAL_PIXEL_MSE]
     if pixels and recon:
@@ -131,12 +136,12 @@ def rollout_keys(horizon_bins: Sequence[tuple[int, int]], gap_bins: Sequence[int
 
 
 def scalar_keys(pixels: bool, recon: bool, horizon_bins: Sequence[tuple[int, int]], gap_bins: Sequence[int] = (),
-                fvd: Sequence[tuple[int, int]] = (), half_lives: bool = True) -> list[str]:
+                fvd: Sequence[tuple[int, int]] = (), half_lives: bool = True, cue: bool = False) -> list[str]:
     """Every scalar a training run records: losses, non-finite skips, throughput and memory (``RunSummary``), rollout
     metrics (none without ``horizon_bins``: no rollout evaluation)."""
     rollout = rollout_keys(horizon_bins, gap_bins, fvd, half_lives) if horizon_bins else []
     psnr_next = [VAL_PSNR_NEXT] if pixels else []
-    return [*loss_keys(pixels, recon), *psnr_next, TRAIN_SKIPPED_NONFINITE, TRAIN_FRAMES_PER_S, PEAK_RSS_MB, *rollout]
+    return [*loss_keys(pixels, recon, cue), *psnr_next, TRAIN_SKIPPED_NONFINITE, TRAIN_FRAMES_PER_S, PEAK_RSS_MB, *rollout]
 
 
 def media_keys(n_samples: int, recall: bool, half_lives: bool = True) -> list[str]:
