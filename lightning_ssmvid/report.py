@@ -153,6 +153,16 @@ def build_rows(runs: dict[str, list[dict]], generation: dict[str, dict]) -> tupl
     return header, rows, data
 
 
+COMPACT = ("experiment", "arm", "seeds", "state read-out", "read-out chance", "read-out shuffled", "pixel recall gap",
+           "copy-last", "run time s")
+
+
+def compact(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The memory columns of the table (what README shows)."""
+    keep = [i for i, name in enumerate(header) if name.startswith(COMPACT)]
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -324,6 +334,10 @@ def main(argv: list[str] | None = None) -> Path:
         "announcement frame (the cue is hidden there); oracle is the real frame; the codec ceiling is the probe on "
         "the shared codec's reconstruction of the real frame (worst colour in brackets). Rollout recall needs a "
         "free rollout through the whole gap. Per-run bootstrap CIs over clips are in `comparison.json`.",
+        "",
+        "**Memory at a glance** (the columns of the full table below that answer the question):",
+        "",
+        markdown_table(*compact(header, rows)),
         "",
         markdown_table(header, rows),
         "",
