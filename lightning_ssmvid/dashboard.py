@@ -145,6 +145,12 @@ def sections(p: Protocol) -> dict[str, list]:
         "Quality vs horizon": [
             bars("PSNR per horizon bin", val(keys.PSNR_BIN.format(lo=lo, hi=hi) for lo, hi in horizons)),
             bars("SSIM per horizon bin", val(keys.SSIM_BIN.format(lo=lo, hi=hi) for lo, hi in horizons)),
+            bars("Copy-last-frame baseline: PSNR and SSIM per horizon bin",
+                 val(f"{keys.COPY_LAST}_{t}".format(lo=lo, hi=hi) for t in (keys.PSNR_BIN, keys.SSIM_BIN)
+                     for lo, hi in horizons)),
+            bars("Foreground persistence and motion, generated / real (1 = like the data; 0 = empty / frozen)",
+                 val(t.format(lo=lo, hi=hi) for t in (keys.FOREGROUND_RATIO_BIN, keys.MOTION_RATIO_BIN)
+                     for lo, hi in horizons)),
             bars("Flicker (generated vs real)", val(keys.FLICKER)),
             bars("Warping error (generated vs real)", val(keys.WARP_ERROR)),
         ],

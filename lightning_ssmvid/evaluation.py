@@ -23,6 +23,7 @@ from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.fvd import load_fvd_metric
 from lightning_ssmvid.metrics.horizon import horizon_summary, memory_half_lives
 from lightning_ssmvid.memory_evaluation import MemoryEvaluator, at_sidecar_size, encode_video, load_clip_sidecar
+from lightning_ssmvid.metrics.persistence import ForegroundMotion
 from lightning_ssmvid.metrics.recall import CueRecall
 from lightning_ssmvid.metrics.temporal import (
     FlowWarpingError, HorizonQuality, TemporalFlicker, default_horizon_bins, summarise,
@@ -42,6 +43,8 @@ class Evaluator:
         self.context, self.horizon, self.fvd_frames, self.prefix = context, horizon, fvd_frames, prefix
         self.max_events_per_clip = max_events_per_clip
         self.quality = HorizonQuality(max_horizon=horizon)
+        self.copy_last = HorizonQuality(max_horizon=horizon)  # the baseline: the last context frame, repeated
+        self.persistence = ForegroundMotion(max_horizon=horizon)  # cannot be passed by an empty or frozen rollout
         self.flicker = TemporalFlicker()
         self.warping = FlowWarpingError()
         # the free rollout: real frames until the cue is hidden, then generated through the gap and the reveal window
@@ -51,7 +54,8 @@ class Evaluator:
         self.samples: list[tuple[Tensor, Tensor]] = []  # (real, generated) of the first clips, for W&B
 
     def metrics(self) -> list:
-        return [m for m in (self.quality, self.flicker, self.warping, self.recall_rollout, self.fvd) if m is not None]
+        return [m for m in (self.quality, self.copy_last, self.persistence, self.flicker, self.warping,
+                            self.recall_rollout, self.fvd) if m is not None]
 
     def to(self, device) -> "Evaluator":
         for metric in self.metrics():
@@ -74,6 +78,9 @@ class Evaluator:
         generated = torch.stack(list(model.rollout(real[None, : self.context], horizon)), 1).cpu()
         target = to_unit(real[self.context :])[None]
         self.quality.update(generated, target)
+        context = to_unit(real[: self.context])[None]
+        self.copy_last.update(context[:, -1:].expand_as(target), target)
+        self.persistence.update(generated, target, context)
         self.flicker.update(generated, target)
         self.warping.update(generated, target)
         if self.fvd is not None and horizon >= self.fvd_frames:
@@ -108,8 +115,11 @@ class Evaluator:
         scalars: dict[str, float] = {}
         quality = self.quality.compute()
         bins = default_horizon_bins(self.horizon)
+        copy_last = self.copy_last.compute()
         for name in ("psnr", "ssim"):
             scalars.update({f"{p}/{k}": v for k, v in summarise(quality[name], bins, name).items()})
+            scalars.update({f"{p}/{keys.COPY_LAST}_{k}": v for k, v in summarise(copy_last[name], bins, name).items()})
+        scalars.update({f"{p}/{k}": v for k, v in self.persistence.summary(bins).items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.flicker.compute().items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.warping.compute().items()})
         if self.recall_rollout is not None:  # compute() syncs across ranks: every rank calls it, events or not

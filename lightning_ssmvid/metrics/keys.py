@@ -27,6 +27,9 @@ VAL_PSNR_NEXT = "val/psnr_next"
 # ("psnr_h1-16", ...), flicker and warping error of generated vs real, cue recall per gap bin, FVD.
 PSNR_BIN = "psnr_h{lo}-{hi}"
 SSIM_BIN = "ssim_h{lo}-{hi}"
+FOREGROUND_RATIO_BIN = "foreground_ratio_h{lo}-{hi}"  # generated / real share of foreground pixels (persistence)
+MOTION_RATIO_BIN = "motion_ratio_h{lo}-{hi}"  # generated / real mean absolute frame difference
+COPY_LAST = "copy_last"  # prefix of the copy-last-frame baseline's PSNR/SSIM bins, beside every quality figure
 FLICKER = ("flicker_gen", "flicker_real", "flicker_ratio")
 WARP_ERROR = ("warp_error_gen", "warp_error_real", "warp_error_ratio")
 # Memory (lightning_ssmvid.memory_evaluation), every event of the validation clips. The pixel probe scores the
@@ -123,7 +126,9 @@ def rollout_keys(horizon_bins: Sequence[tuple[int, int]], gap_bins: Sequence[int
                  palette_size: int = 8) -> list[str]:
     """Scalars of a rollout evaluation: ``horizon_bins`` as named (clipped to the horizon), ``fvd`` as (clips,
     frames); ``half_lives`` for cores with SSM decays."""
-    out = [template.format(lo=lo, hi=hi) for template in (PSNR_BIN, SSIM_BIN) for lo, hi in horizon_bins]
+    templates = (PSNR_BIN, SSIM_BIN, f"{COPY_LAST}_{PSNR_BIN}", f"{COPY_LAST}_{SSIM_BIN}", FOREGROUND_RATIO_BIN,
+                 MOTION_RATIO_BIN)
+    out = [template.format(lo=lo, hi=hi) for template in templates for lo, hi in horizon_bins]
     out += [*FLICKER, *WARP_ERROR]
     if gap_bins:
         out += [RECALL_ROLLOUT_GAP.format(gap=g) + suffix for g in gap_bins for suffix in ("", "_lo", "_hi")]

@@ -1,0 +1,49 @@
+"""Foreground persistence and motion: the real continuation scores 1, an empty rollout 0 foreground, a frozen one 0
+motion (what flicker alone would reward), and two ranks merge exactly."""
+
+import torch
+
+from lightning_ssmvid.metrics.persistence import ForegroundMotion
+
+BINS = [(1, 4), (5, 16)]
+
+
+def moving_square(n_frames: int = 24, size: int = 16) -> torch.Tensor:
+    """(1, T, 3, S, S): a white square moving right one pixel a frame on black."""
+    video = torch.zeros(1, n_frames, 3, size, size)
+    for t in range(n_frames):
+        x = t % (size - 4)
+        video[0, t, :, 6:10, x : x + 4] = 1.0
+    return video
+
+
+def scores(pred: torch.Tensor, video: torch.Tensor, k: int = 8) -> dict:
+    metric = ForegroundMotion(max_horizon=16)
+    metric.update(pred, video[:, k:], video[:, :k])
+    return metric.summary(BINS)
+
+
+def test_real_continuation_scores_one_and_empty_or_frozen_rollouts_zero():
+    video = moving_square()
+    real = scores(video[:, 8:], video)
+    assert all(abs(v - 1) < 1e-9 for v in real.values()) and set(real) == {
+        "foreground_ratio_h1-4", "motion_ratio_h1-4", "foreground_ratio_h5-16", "motion_ratio_h5-16"}
+    empty = scores(torch.zeros_like(video[:, 8:]), video)
+    assert empty["foreground_ratio_h1-4"] == empty["foreground_ratio_h5-16"] == 0.0
+    frozen = scores(video[:, 7:8].expand_as(video[:, 8:]), video)
+    assert frozen["motion_ratio_h5-16"] == 0.0 and abs(frozen["foreground_ratio_h5-16"] - 1) < 1e-9
+
+
+def test_bins_are_clipped_to_the_horizons_seen_and_ranks_merge():
+    video = moving_square(n_frames=14)
+    out = scores(video[:, 8:], video)  # 6 generated frames: the second band is 5..6
+    assert set(out) == {"foreground_ratio_h1-4", "motion_ratio_h1-4", "foreground_ratio_h5-6", "motion_ratio_h5-6"}
+    a, b, whole = (ForegroundMotion(max_horizon=16) for _ in range(3))
+    v1, v2 = moving_square(), moving_square().flip(-1)
+    a.update(v1[:, 8:], v1[:, 8:], v1[:, :8])
+    b.update(torch.zeros_like(v2[:, 8:]), v2[:, 8:], v2[:, :8])
+    whole.update(torch.cat([v1[:, 8:], torch.zeros_like(v2[:, 8:])]), torch.cat([v1, v2])[:, 8:],
+                 torch.cat([v1, v2])[:, :8])
+    a.merge_state(b)
+    assert a.summary(BINS) == whole.summary(BINS)
+    assert abs(whole.summary(BINS)["foreground_ratio_h1-4"] - 0.5) < 1e-9  # one of two clips empty
