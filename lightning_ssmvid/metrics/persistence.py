@@ -60,8 +60,11 @@ class ForegroundMotion(Metric):
 
     def summary(self, bins: Iterable[tuple[int, int]]) -> dict[str, float]:
         """Generated / real per inclusive 1-based horizon band (bands clipped to the horizons seen, as in
-        ``temporal.summarise``)."""
-        seen = int((self.count > 0).sum())
+        ``temporal.summarise``); synced over DDP ranks (a collective: every rank calls it)."""
+        with self.sync_context():
+            sums = {name: getattr(self, name).clone() for name in
+                    ("foreground_gen", "foreground_real", "motion_gen", "motion_real", "count")}
+        seen = int((sums["count"] > 0).sum())
         out = {}
         for lo, hi in bins:
             top = min(hi, seen)
@@ -69,7 +72,6 @@ class ForegroundMotion(Metric):
                 continue
             band = slice(lo - 1, top)
             for name in ("foreground", "motion"):
-                real = float(getattr(self, f"{name}_real")[band].sum())
-                gen = float(getattr(self, f"{name}_gen")[band].sum())
+                real, gen = float(sums[f"{name}_real"][band].sum()), float(sums[f"{name}_gen"][band].sum())
                 out[f"{name}_ratio_h{lo}-{top}"] = gen / real if real > 0 else float("nan")
         return out
