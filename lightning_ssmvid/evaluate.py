@@ -17,18 +17,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.model import load_model
+from lightning_ssmvid.utils.checkpoints import check_targets
 from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config, instantiate_list
+from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.loggers import finish_wandb
 
 
 def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
     """Validate ``ckpt_path`` and return the logged metrics (also merged into the run's ``summary.json``)."""
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
     model = load_model(ckpt_path)
+    check_targets(model.run_config, str(ckpt_path))  # data, loggers and callbacks are built from it too
     overrides = [o.removeprefix("+") for o in overrides or []]  # Hydra's "+key=value" adds a key; so does key=value
     cfg = apply_overrides(OmegaConf.create(model.run_config), overrides)
+    refuse_model_changes(model.run_config, cfg, overrides)
     run_dir = Path(ckpt_path).resolve().parent.parent
     split = cfg.data.get("val_split", "val")
     out_dir = run_dir / f"eval_{split}"
@@ -58,6 +60,20 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
     return metrics
 
 
+MODEL_KEYS = ("model", "core", "codec", "head", "stages")  # what the checkpoint's weights were trained as
+
+
+def refuse_model_changes(saved: dict, cfg: DictConfig, overrides: list[str]) -> None:
+    """Evaluation scores the checkpoint's own model: an override that would change it is refused (it would be
+    ignored, and the summary would record a model that was not evaluated)."""
+    ours = OmegaConf.to_container(cfg, resolve=True)
+    changed = [key for key in MODEL_KEYS if saved.get(key) != ours.get(key)]
+    if changed:
+        asked = [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0] in changed]
+        raise UserError(f"evaluate scores the checkpoint's own model; {', '.join(asked or changed)} would change its "
+                        f"{', '.join(changed)}: refused (train a run with those settings and evaluate that)")
+
+
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """``key=value`` overrides of a run's config; ``group=option`` (e.g. ``logger=csv``) re-chooses a config group."""
     for override in overrides:
@@ -74,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")]
     if not ckpt:
         raise SystemExit("usage: python -m lightning_ssmvid.evaluate ckpt_path=PATH [key=value ...]")
-    metrics = evaluate(ckpt[0], [a for a in argv if not a.startswith("ckpt_path=")])
+    with user_errors():
+        metrics = evaluate(ckpt[0], [a for a in argv if not a.startswith("ckpt_path=")])
     for key, value in sorted(metrics.items()):
         print(f"{key:40s} {value:.6g}")
 

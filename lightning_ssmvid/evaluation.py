@@ -23,7 +23,7 @@ from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.fvd import load_fvd_metric
 from lightning_ssmvid.metrics.horizon import horizon_summary, memory_half_lives
 from lightning_ssmvid.memory_evaluation import MemoryEvaluator, at_sidecar_size, encode_video, load_clip_sidecar
-from lightning_ssmvid.metrics.persistence import ForegroundMotion
+from lightning_ssmvid.metrics.persistence import ForegroundMotion, SampleDiversity
 from lightning_ssmvid.metrics.recall import CueRecall
 from lightning_ssmvid.metrics.temporal import (
     FlowWarpingError, HorizonQuality, TemporalFlicker, default_horizon_bins, summarise,
@@ -45,6 +45,7 @@ class Evaluator:
         self.quality = HorizonQuality(max_horizon=horizon)
         self.copy_last = HorizonQuality(max_horizon=horizon)  # the baseline: the last context frame, repeated
         self.persistence = ForegroundMotion(max_horizon=horizon)  # cannot be passed by an empty or frozen rollout
+        self.diversity = SampleDiversity(max_horizon=horizon)  # stochastic heads: two draws from one context
         self.flicker = TemporalFlicker()
         self.warping = FlowWarpingError()
         # the free rollout: real frames until the cue is hidden, then generated through the gap and the reveal window
@@ -54,7 +55,7 @@ class Evaluator:
         self.samples: list[tuple[Tensor, Tensor]] = []  # (real, generated) of the first clips, for W&B
 
     def metrics(self) -> list:
-        return [m for m in (self.quality, self.copy_last, self.persistence, self.flicker, self.warping,
+        return [m for m in (self.quality, self.copy_last, self.persistence, self.diversity, self.flicker, self.warping,
                             self.recall_rollout, self.fvd) if m is not None]
 
     def to(self, device) -> "Evaluator":
@@ -81,6 +82,9 @@ class Evaluator:
         context = to_unit(real[: self.context])[None]
         self.copy_last.update(context[:, -1:].expand_as(target), target)
         self.persistence.update(generated, target, context)
+        if getattr(getattr(model, "head", None), "stochastic", False):
+            second = torch.stack(list(model.rollout(real[None, : self.context], horizon, seed=1)), 1).cpu()
+            self.diversity.update(generated, second)
         self.flicker.update(generated, target)
         self.warping.update(generated, target)
         if self.fvd is not None and horizon >= self.fvd_frames:
@@ -100,12 +104,14 @@ class Evaluator:
             return
         z = encode_video(model, reader, frame_size, stop=events[-1]["hide_start"])
         state, position, z_hat = None, 0, None
+        generator = model.sampling_generator(0)  # a stochastic head's draws, fixed per clip
         for event in events:  # the teacher-forced pass, in pieces with carried state (== one pass)
-            piece_hat, state = model.predict_latents(z[:, position : event["hide_start"]], state)
+            piece_hat, state = model.predict_latents(z[:, position : event["hide_start"]], state, generator)
             z_hat, position = (piece_hat if piece_hat.shape[1] else z_hat), event["hide_start"]
             start = {key: value.clone() for key, value in state.items()}  # the real pass goes on from `state`
             window = event["reveal_start"] - position
-            latents = list(model.rollout_latents(z_hat[:, -1], start, event["reveal_stop"] - position))[window:]
+            latents = list(model.rollout_latents(z_hat[:, -1], start, event["reveal_stop"] - position,
+                                                 generator=generator))[window:]
             frames = at_sidecar_size(torch.sigmoid(model.codec.decode(torch.cat(latents))), sidecar)
             self.recall_rollout.update([frames], [{**sidecar, "events": [event]}], offsets=[event["reveal_start"]])
 
@@ -120,6 +126,7 @@ class Evaluator:
             scalars.update({f"{p}/{k}": v for k, v in summarise(quality[name], bins, name).items()})
             scalars.update({f"{p}/{keys.COPY_LAST}_{k}": v for k, v in summarise(copy_last[name], bins, name).items()})
         scalars.update({f"{p}/{k}": v for k, v in self.persistence.summary(bins).items()})
+        scalars.update({f"{p}/{k}": v for k, v in self.diversity.summary(bins).items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.flicker.compute().items()})
         scalars.update({f"{p}/{k}": float(v) for k, v in self.warping.compute().items()})
         if self.recall_rollout is not None:  # compute() syncs across ranks: every rank calls it, events or not

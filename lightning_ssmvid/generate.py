@@ -27,6 +27,10 @@ import torch
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
+from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+from lightning_ssmvid.model import to_unit
+from lightning_ssmvid.utils.errors import UserError
+from lightning_ssmvid.utils.files import write_json_atomic
 
 CHUNK = 64  # real frames read from the source video at a time (side by side)
 RED = np.array([255, 0, 0], np.uint8)
@@ -92,6 +96,7 @@ def generate_video(
     mark_context: bool = True,
     progress: bool = True,
     lossless: bool = False,
+    seed: int = 0,
 ) -> dict:
     """Roll ``model`` out ``n_frames`` frames after ``context`` and stream them to ``out_path`` (MP4).
 
@@ -101,7 +106,10 @@ def generate_video(
     real | generated side by side (black where ``real`` runs out).
 
     Returns ``frames`` (generated), ``written`` (frames in the file), ``seconds`` and ``frames_per_s`` of the rollout
-    loop (model + writing), ``peak_rss_mb`` (largest VmRSS sampled during the rollout), ``start_rss_mb`` and ``path``.
+    loop (model + writing), ``peak_rss_mb`` (largest VmRSS sampled during the rollout), ``start_rss_mb``, ``path``
+    and ``persistence``: foreground and motion of the rollout against the context's per horizon band
+    (``RolloutPersistence``; ~1 when the objects stay and keep moving, 0 when they vanish or freeze). A stochastic
+    head's draws are fixed by ``seed``.
     """
     if context.dim() == 4:
         context = context.unsqueeze(0)
@@ -124,6 +132,7 @@ def generate_video(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     out_path = Path(out_path)
+    persistence = RolloutPersistence(to_unit(context[0]).cpu())
     start_rss = peak_rss = rss_mb()
     writer = VideoWriter(out_path, fps=fps, lossless=lossless)
     try:
@@ -136,7 +145,8 @@ def generate_video(
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task(f"generating {out_path.name}", total=n_frames, speed="-")
             start = time.perf_counter()
-            for i, frame in enumerate(model.rollout(context, n_frames, reencode=reencode)):
+            for i, frame in enumerate(model.rollout(context, n_frames, reencode=reencode, seed=seed)):
+                persistence.update(frame[0])
                 image = to_image(frame[0])
                 writer.write(np.concatenate([next_real(), image], axis=1) if real_iter is not None else image)
                 del frame, image
@@ -157,17 +167,15 @@ def generate_video(
         "peak_rss_mb": peak_rss,
         "start_rss_mb": start_rss,
         "path": str(out_path),
+        "persistence": persistence.summary(rollout_bands(n_frames)),
     }
 
 
 # ---------------------------------------------------------------------------------------------- data, checkpoint
 def load_checkpoint(ckpt: str | Path, device: str = "cpu"):
-    """``load_model`` with a clear error for a missing checkpoint."""
+    """``load_model`` (a missing, damaged or hostile file is a one-line ``UserError``) on ``device``."""
     from lightning_ssmvid.model import load_model
 
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (expected e.g. RUN/checkpoints/last.ckpt)")
     return load_model(str(ckpt), map_location="cpu").to(device)
 
 
@@ -234,6 +242,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--side-by-side", action="store_true", help="write real | generated")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the data's fps, else 24)")
     p.add_argument("--reencode", action="store_true", help="feed back the re-encoded frame instead of the latent")
+    p.add_argument("--seed", type=int, default=0, help="seed of a stochastic head's draws (default 0)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -254,16 +263,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = Path(args.out) if args.out else (
         run_folder(args.ckpt) / "generated" / f"{source.stem}_{args.frames}f{'_sbs' if args.side_by_side else ''}.mp4")
     result = generate_video(model, context, args.frames, out, real=real, fps=fps, reencode=args.reencode,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, seed=args.seed)
+    write_json_atomic(out.with_suffix(".json"), {**result, "ckpt": str(args.ckpt), "context": args.context,
+                                                 "seed": args.seed, "source": str(source)})
     from rich import print as rprint
 
     rprint(f"wrote {result['path']}: {args.context} context + {result['frames']} generated frames "
            f"({result['frames_per_s']:.1f} frames/s, peak RSS {result['peak_rss_mb']:.0f} MiB)")
+    ratios = {k: v for k, v in result["persistence"].items() if "ratio" in k}
+    rprint("vs the context: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     return result
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, ValueError, IndexError) as error:
+    except (FileNotFoundError, ValueError, IndexError, UserError) as error:
         sys.exit(f"error: {error}")

@@ -95,7 +95,7 @@ class MemoryEvaluator:
         else:
             z = torch.cat([encode_video(model, open_video(path, frame_size), frame_size, stop) for path, _ in clips])
         z = z.to(model.dtype)
-        z_hat, h, _ = model.predict_with_features(z)
+        z_hat, h, _ = model.predict_with_features(z, None, model.sampling_generator(0))  # a seeded draw
         for b, (path, sidecar) in enumerate(clips):
             events = [e for e in sidecar["events"] if e["reveal_start"] < stop]
             starts = [e["reveal_start"] for e in events]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import lightning as L
@@ -11,7 +12,9 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lightning_ssmvid.codecs.losses import weighted_frame_error
 from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots
+from lightning_ssmvid.heads import Head, build_head
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.temporal import PooledPSNR
 
@@ -32,10 +35,12 @@ def to_unit(frames: Tensor) -> Tensor:
 class VideoModel(L.LightningModule):
     """Next-frame video model around a pluggable ``core``.
 
-    Training on frames (B, T, C, H, W): ``z = codec.encode(x)``; ``h = core(in_proj(z))``;
-    ``z_hat[t] = z[t] + head(h[t])`` predicts ``z[t+1]``; the loss is
+    Training on frames (B, T, C, H, W): ``z = codec.encode(x)``; ``h = core(in_proj(z))``; the ``head``
+    (``heads/``: ``mse`` regresses, ``flow`` samples) predicts ``z[t+1]`` from ``h[t]`` and ``z[t]``; the loss is
     ``pixel_weight * mse(decode(z_hat[t]), x[t+1]) + recon_weight * mse(decode(z[t]), x[t])
-    + latent_weight * mse(z_hat[t], sg(z[t+1]))``.
+    + latent_weight * head.loss(h[t], z[t], sg(z[t+1]))`` with ``z_hat`` the head's mean.
+    ``context_noise > 0`` corrupts the core's input latents at a level ~ U(0, context_noise) per frame that the core
+    is told (so it learns to read imperfect frames, as its own rollout is); generation tells it ``rollout_noise``.
     A batch with a ``"reset"`` (B,) flag is a stream segment: the core state is carried (detached) from the
     previous batch and reset where the flag is set (truncated backprop through time).
     A batch of ``"latents"`` (B, T, latent) instead of frames (two-stage training, ``freeze_codec=True``) trains the
@@ -64,12 +69,17 @@ class VideoModel(L.LightningModule):
         cue_classes: int = 8,
         in_proj_hidden: int = 0,
         in_norm: bool = False,
+        head: Callable[..., Head] | None = None,
+        context_noise: float = 0.0,
+        rollout_noise: float = 0.0,
+        foreground_weight: float = 0.0,
     ):
         super().__init__()
         self.codec, self.core = codec, core
         core.checkpoint_layers = activation_checkpointing
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.pixel_weight, self.recon_weight, self.latent_weight = pixel_weight, recon_weight, latent_weight
+        self.foreground_weight = foreground_weight  # joint training: up-weight object pixels, as codec pretraining
         latent_dim, d_model = codec.latent_dim, core.d_model
         # the codec's latent dims differ in scale by 10x (grid vs frame-pooled): normalise each frame before the core
         self.in_norm = nn.LayerNorm(latent_dim) if in_norm else nn.Identity()
@@ -78,9 +88,13 @@ class VideoModel(L.LightningModule):
                                          nn.Linear(in_proj_hidden, d_model))
         else:
             self.in_proj = nn.Linear(latent_dim, d_model) if latent_dim != d_model else nn.Identity()
-        self.head = nn.Linear(d_model, latent_dim)
-        nn.init.zeros_(self.head.weight)  # start as "next latent = this latent", a strong baseline for video
-        nn.init.zeros_(self.head.bias)
+        self.head = (head or partial(build_head, "mse"))(latent_dim=latent_dim, d_model=d_model)
+        # noise-augmented context (diffusion forcing, GameNGen): inputs corrupted at a level the core is told
+        self.context_noise, self.rollout_noise = context_noise, rollout_noise
+        self.noise_embed = nn.Linear(1, d_model) if context_noise > 0 else None
+        if self.noise_embed is not None:
+            nn.init.zeros_(self.noise_embed.weight)
+            nn.init.zeros_(self.noise_embed.bias)
         self.cue_weight = cue_weight
         self.cue_head = nn.Linear(d_model, cue_classes) if cue_weight > 0 else None
         if freeze_codec:  # two-stage: the shared stage-1 codec stays exactly as trained
@@ -90,50 +104,75 @@ class VideoModel(L.LightningModule):
         self.nonfinite_in_a_row = 0
         self.skipped_nonfinite = 0
         self.stream_state: State | None = None
+        self._training_rng: torch.Generator | None = None  # training noise (training_generator)
+        self._restored_rng: Tensor | None = None
         # validation means as torchmetrics: DDP sums weighted values and weights exactly (Lightning's own mean
         # reduction of logged values averages integer batch counts, which is wrong for unequal ranks); a NaN stays
         # NaN (torchmetrics' default drops it, which would report a diverged run as better)
         self.val_means = nn.ModuleDict({name: MeanMetric(nan_strategy=math.nan)
-                                        for name in ("loss", "latent_mse", "pixel_mse", "recon_mse", "cue_ce")})
+                                        for name in ("loss", "latent_mse", "flow_mse", "pixel_mse", "recon_mse", "cue_ce")})
         self.val_psnr_next = PooledPSNR(nan_strategy=math.nan)
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
 
     # ----------------------------------------------------------------------------------------------- model
-    def predict_latents(self, z: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """z: (B, T, latent) -> z_hat (B, T, latent), z_hat[:, t] predicting z[:, t+1]; and the core state."""
-        z_hat, _, state = self.predict_with_features(z, state)
+    def predict_latents(self, z: Tensor, state: State | None = None,
+                        generator: torch.Generator | None = None) -> tuple[Tensor, State]:
+        """z: (B, T, latent) -> z_hat (B, T, latent), z_hat[:, t] predicting z[:, t+1]; and the core state.
+        A stochastic head draws z_hat (with ``generator``); a deterministic one gives its mean."""
+        z_hat, _, state = self.predict_with_features(z, state, generator)
         return z_hat, state
 
-    def predict_with_features(self, z: Tensor, state: State | None = None) -> tuple[Tensor, Tensor, State]:
-        """z: (B, T, latent) -> (z_hat (B, T, latent), core output h (B, T, d_model), state)."""
+    def predict_with_features(self, z: Tensor, state: State | None = None,
+                              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, State]:
+        """z: (B, T, latent) real latents -> (z_hat (B, T, latent), core output h (B, T, d_model), state)."""
         h, state = self.core(self.embed(z), state)
-        return z + self.head(h), h, state
+        return self.head.sample(h, z, generator), h, state
 
-    def embed(self, z: Tensor) -> Tensor:
-        """Latents (..., latent) -> core inputs (..., d_model)."""
-        return self.in_proj(self.in_norm(z))
+    def embed(self, z: Tensor, noise_level: Tensor | float = 0.0) -> Tensor:
+        """Latents (..., latent) with their corruption level (a float or (...,)) -> core inputs (..., d_model)."""
+        u = self.in_proj(self.in_norm(z))
+        if self.noise_embed is None:
+            return u
+        level = torch.as_tensor(noise_level, dtype=u.dtype, device=u.device).expand(u.shape[:-1])
+        return u + self.noise_embed(level[..., None])
 
-    def losses(self, batch: dict, state: State | None = None) -> tuple[dict[str, Tensor], State]:
+    def corrupt(self, z: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Training inputs: z (B, T, L) plus Gaussian noise of a level ~ U(0, context_noise) per frame, in units of
+        each latent dim's spread -> (noisy z, levels (B, T))."""
+        level = torch.rand(z.shape[:2], device=z.device, dtype=z.dtype, generator=generator) * self.context_noise
+        spread = z.detach().flatten(0, 1).std(0).clamp_min(1e-4)
+        noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
+        return z + level[..., None] * spread * noise, level
+
+    def losses(self, batch: dict, state: State | None = None,
+               generator: torch.Generator | None = None) -> tuple[dict[str, Tensor], State]:
         """Named losses of a batch of ``"frames"`` (B, T, C, H, W) or ``"latents"`` (B, T, latent), averaged over its
-        ``"valid"`` (B,) clips when given; and the core state after the last frame."""
+        ``"valid"`` (B,) clips when given; and the core state after the last frame. The training noise (corrupted
+        context, a stochastic head's draws) comes from ``generator``."""
         frames = batch.get("frames")
         x = None if frames is None else to_unit(frames)
         z = self.codec.encode(x) if x is not None else batch["latents"].to(self.dtype)
         weight = batch["valid"].to(z) if "valid" in batch else torch.ones(z.shape[0], device=z.device)
         weight = weight / weight.sum().clamp_min(1)  # an all-invalid (padding) batch gives a zero loss, graph intact
         mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
-        z_hat, h, state = self.predict_with_features(z, state)
-        out = {"latent_mse": mse(z_hat[:, :-1], z[:, 1:].detach())}
-        out["loss"] = self.latent_weight * out["latent_mse"]
+        z_in, level = self.corrupt(z, generator) if self.training and self.context_noise > 0 else (z, 0.0)
+        h, state = self.core(self.embed(z_in, level), state)
+        head_loss = (self.head.loss(h[:, :-1], z_in[:, :-1], z[:, 1:], generator) * weight).sum()
+        out = {self.head.loss_name: head_loss, "loss": self.latent_weight * head_loss}
+        z_hat = self.head.mean(h, z_in) if x is not None else None
         if self.cue_head is not None and "cue" in batch:
             out["cue_ce"] = self.cue_loss(h, batch["cue"], weight)
             out["loss"] = out["loss"] + self.cue_weight * out["cue_ce"]
         if x is not None:
-            out["pixel_mse"] = mse(torch.sigmoid(self.codec.decode(z_hat[:, :-1])), x[:, 1:])
-            out["loss"] = out["loss"] + self.pixel_weight * out["pixel_mse"]
-            if self.recon_weight:
-                out["recon_mse"] = mse(torch.sigmoid(self.codec.decode(z)), x)
-                out["loss"] = out["loss"] + self.recon_weight * out["recon_mse"]
+            for name, pred, target, factor in (("pixel", z_hat[:, :-1], x[:, 1:], self.pixel_weight),
+                                               ("recon", z, x, self.recon_weight)):
+                if name == "recon" and not factor:
+                    continue
+                decoded = torch.sigmoid(self.codec.decode(pred))
+                out[f"{name}_mse"] = mse(decoded, target)
+                error = mse(decoded, target) if not self.foreground_weight else (
+                    weighted_frame_error(decoded, target, self.foreground_weight) * weight).sum()
+                out["loss"] = out["loss"] + factor * error
         return out, state
 
     def cue_loss(self, h: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
@@ -166,7 +205,7 @@ class VideoModel(L.LightningModule):
         if "valid" in batch and not batch["valid"].any():  # an epoch's tail filler: keep DDP ranks in step, cheaply
             self.stream_state = None
             return self._zero_loss()
-        out, state = self.losses(batch, self._carried_state(batch))
+        out, state = self.losses(batch, self._carried_state(batch), self.training_generator())
         if "reset" in batch:
             self.stream_state = detach_state(state)
         if not torch.isfinite(out["loss"]):
@@ -195,7 +234,7 @@ class VideoModel(L.LightningModule):
         return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out, _ = self.losses(batch)
+        out, _ = self.losses(batch, generator=self.sampling_generator(batch_idx))  # the same draws every epoch
         # weighted by the real clips: a rank's filler clips (valid=False) add nothing to the pooled means
         n_clips = batch["valid"].sum() if "valid" in batch else clip_shape(batch)[0]
         for name, value in out.items():
@@ -227,6 +266,8 @@ class VideoModel(L.LightningModule):
         checkpoint["nonfinite_steps_skipped"] = self.skipped_nonfinite
         # a resumed stream goes on with the state it had: every rank's own (rank 0 writes the file)
         checkpoint["stream_state_by_rank"] = gather_state_from_ranks(detach_state(self.stream_state))
+        rng = None if self._training_rng is None else {"state": self._training_rng.get_state()}
+        checkpoint["training_rng_by_rank"] = gather_state_from_ranks(rng)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("run_config")
@@ -234,16 +275,20 @@ class VideoModel(L.LightningModule):
         by_rank = checkpoint.get("stream_state_by_rank") or [checkpoint.get("stream_state")]  # older checkpoints
         rank, world_size = _rank_and_world_size()
         self.stream_state = by_rank[rank] if len(by_rank) == world_size else None
+        rngs = checkpoint.get("training_rng_by_rank") or []
+        self._restored_rng = rngs[rank]["state"] if len(rngs) == world_size and rngs[rank] else None
         if len(by_rank) != world_size and self._trainer is not None:  # resuming training on another process count
             log.warning("checkpoint has carried stream states of %d processes, this run has %d: streams restart",
                         len(by_rank), world_size)
 
     # ------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
-    def rollout_latents(self, z_next: Tensor, state: State, n_steps: int, reencode: bool = False) -> Iterator[Tensor]:
+    def rollout_latents(self, z_next: Tensor, state: State, n_steps: int, reencode: bool = False,
+                        generator: torch.Generator | None = None) -> Iterator[Tensor]:
         """Yield ``n_steps`` predicted latents (B, latent), starting with ``z_next``, stepping the core from ``state``.
 
-        Each prediction is fed back (or, with ``reencode``, decoded and encoded again, as a pixel model would).
+        Each prediction is fed back (or, with ``reencode``, decoded and encoded again, as a pixel model would), told
+        as corrupted at ``rollout_noise``; a stochastic head draws each frame with ``generator``.
         Only the state is kept between steps, so memory is constant for cores with a bounded state.
         """
         for i in range(n_steps):
@@ -251,37 +296,63 @@ class VideoModel(L.LightningModule):
             if i + 1 == n_steps:
                 return
             z_in = self.codec.encode(torch.sigmoid(self.codec.decode(z_next))) if reencode else z_next
-            h, state = self.core.step(self.embed(z_in), state)
-            z_next = z_in + self.head(h)
+            h, state = self.core.step(self.embed(z_in, self.rollout_noise), state)
+            z_next = self.head.sample(h, z_in, generator)
 
     @torch.no_grad()
-    def rollout(self, context: Tensor, n_frames: int, reencode: bool = False) -> Iterator[Tensor]:
+    def rollout(self, context: Tensor, n_frames: int, reencode: bool = False, seed: int = 0) -> Iterator[Tensor]:
         """Yield ``n_frames`` generated frames (B, C, H, W) in [0, 1], one at a time, after ``context``.
 
         context: (B, K, C, H, W) real frames, read in parallel mode (teacher-forced prefix); then the core's step
-        mode rolls out (see ``rollout_latents``).
+        mode rolls out (see ``rollout_latents``). A stochastic head's draws are fixed by ``seed``.
         """
-        z_hat, state = self.predict_latents(self.codec.encode(to_unit(context).to(self.device)))
-        for z in self.rollout_latents(z_hat[:, -1], state, n_frames, reencode):
+        generator = self.sampling_generator(seed)
+        z_hat, state = self.predict_latents(self.codec.encode(to_unit(context).to(self.device)), None, generator)
+        for z in self.rollout_latents(z_hat[:, -1], state, n_frames, reencode, generator):
             yield torch.sigmoid(self.codec.decode(z))
 
     @torch.no_grad()
-    def generate(self, context: Tensor, n_frames: int, reencode: bool = False) -> Tensor:
+    def generate(self, context: Tensor, n_frames: int, reencode: bool = False, seed: int = 0) -> Tensor:
         """context: (B, K, C, H, W) -> generated frames (B, n_frames, C, H, W) in [0, 1] (held in memory)."""
-        return torch.stack(list(self.rollout(context, n_frames, reencode)), dim=1)
+        return torch.stack(list(self.rollout(context, n_frames, reencode, seed)), dim=1)
+
+    def training_generator(self) -> torch.Generator:
+        """The generator of training noise: seeded from the global RNG (``seed_everything``) and this rank on first
+        use, saved in checkpoints, so a resumed run draws what an uninterrupted one would."""
+        if self._training_rng is None or self._training_rng.device != self.device:
+            rank = _rank_and_world_size()[0]
+            self._training_rng = torch.Generator(device=self.device)
+            if self._restored_rng is not None:
+                self._training_rng.set_state(self._restored_rng)
+            else:
+                self._training_rng.manual_seed(int(torch.randint(0, 2**62, (1,))) + rank)
+        return self._training_rng
+
+    def sampling_generator(self, seed: int) -> torch.Generator:
+        """A generator on the model's device seeded with ``seed`` (draws of a stochastic head)."""
+        return torch.Generator(device=self.device).manual_seed(int(seed))
 
 
 
 def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:
-    """Rebuild a VideoModel from a checkpoint alone (its resolved run config travels inside it)."""
+    """Rebuild a VideoModel from a checkpoint alone (its resolved run config travels inside it), opened without
+    running code: tensors and plain values only, and a model config that can only build lightning_ssmvid classes."""
     from hydra.utils import instantiate
 
-    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    from lightning_ssmvid.utils.checkpoints import check_targets, read_checkpoint
+    from lightning_ssmvid.utils.errors import UserError
+
+    checkpoint = read_checkpoint(ckpt_path, map_location)
     run_config = checkpoint.get("run_config")
-    if not run_config:
-        raise ValueError(f"{ckpt_path} holds no run_config: it was not written by lightning_ssmvid.train")
+    if not isinstance(run_config, dict) or "model" not in run_config or "state_dict" not in checkpoint:
+        raise UserError(f"{ckpt_path} holds no run config and weights: it was not written by lightning_ssmvid.train")
+    check_targets(run_config["model"], str(ckpt_path), "model")
     model = instantiate(run_config["model"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise UserError(f"{ckpt_path}: its weights do not fit its own run config ({str(error).splitlines()[0]}); "
+                        "the file is damaged or was edited") from None
     model.run_config = run_config
     return model.eval()
 

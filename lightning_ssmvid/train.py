@@ -8,7 +8,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
@@ -16,7 +15,9 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.stages import prepare_two_stage
+from lightning_ssmvid.utils.checkpoints import read_checkpoint
 from lightning_ssmvid.utils.config import CONFIG_DIR, instantiate_list
+from lightning_ssmvid.utils.errors import user_errors
 from lightning_ssmvid.utils.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def train(cfg: DictConfig) -> dict:
         for logger in loggers:  # the resolved config as the run's hyper-parameters (W&B groups and filters by them)
             logger.log_hyperparams(model.run_config)
         trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or own_last_checkpoint(cfg))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or own_last_checkpoint(cfg),
+                    weights_only=True)  # a checkpoint is a pickle: never run code from one
     finally:
         finish_wandb(loggers)
     if datamodule.skipped:
@@ -63,7 +65,7 @@ def own_last_checkpoint(cfg: DictConfig) -> str | None:
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if not cfg.get("auto_resume") or not last.is_file():
         return None
-    saved = torch.load(last, map_location="cpu", weights_only=False).get("run_config") or {}
+    saved = read_checkpoint(last).get("run_config") or {}
     ours = OmegaConf.to_container(cfg, resolve=True)
     differ = sorted(k for k in set(saved) | set(ours) if k not in RESUMABLE_CHANGES and saved.get(k) != ours.get(k))
     if differ:
@@ -91,7 +93,8 @@ def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``cfg.optimized_metric`` (what Hydra's Optuna sweeper maximises or minimises), if set."""
-    metrics = train(cfg)
+    with user_errors():  # a user's mistake: one line, exit status 2
+        metrics = train(cfg)
     name = cfg.get("optimized_metric")
     if name is None:
         return None

@@ -6,6 +6,7 @@ then the N generated ones); ``--side-by-side`` doubles the width (real | generat
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning_ssmvid.data.video_io import open_video, read_frames, video_size
 from lightning_ssmvid.generate import DataUnavailableError, generate_video, load_checkpoint, main
 from lightning_ssmvid.train import train
+from lightning_ssmvid.utils.errors import UserError
 from tests.conftest import compose_config
 
 SMOKE = ["experiment=smoke", "trainer.max_epochs=1", "logger=none", "data.samples_per_epoch=8"]
@@ -55,6 +57,27 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
     assert result["frames"] == 300 and result["written"] == CONTEXT + 300
     assert result["frames_per_s"] > 0 and result["peak_rss_mb"] > 0
     assert not list(out.parent.glob(".*partial*")), "the temporary file was left behind"
+    record = json.loads(out.with_suffix(".json").read_text())  # the rollout's persistence, beside the video
+    assert set(record["persistence"]) >= {"foreground_ratio_h1-16", "motion_ratio_h17-128", "foreground_ratio_h129-300"}
+    assert record["seed"] == 0 and record["frames"] == 300
+
+
+def test_strip_draws_real_and_generated_frames_at_each_horizon(smoke_ckpt, tmp_path):
+    from lightning_ssmvid import strip
+
+    out = strip.main(["--ckpt", str(smoke_ckpt), "--horizons", "1", "8", "40", "--out", str(tmp_path / "s.png")])
+    assert out.stat().st_size > 1000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(json.loads(out.with_suffix(".json").read_text())["persistence"]) >= {"motion_ratio_h17-40"}
+
+
+def test_a_stochastic_head_rolls_out_the_same_video_for_a_seed(tmp_path, data_dir):
+    ckpt = train_tiny(tmp_path, data_dir, "head=flow", "head.width=16", "head.depth=1", "head.steps=2",
+                      "model.context_noise=0.2", "callbacks.evaluation.n_clips=0")
+    model = load_checkpoint(ckpt)
+    context = torch.rand(1, 4, 3, SIZE, SIZE)
+    first, again, other = (model.generate(context, 5, seed=s) for s in (1, 1, 2))
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first, other)
 
 
 def test_side_by_side_marks_context_and_blacks_out_past_the_real_end(smoke_ckpt, tmp_path):
@@ -86,7 +109,7 @@ def test_memory_stays_bounded(smoke_ckpt, tmp_path):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint .*no.ckpt does not exist"):
+    with pytest.raises(UserError, match="checkpoint .*no.ckpt does not exist"):
         main(["--ckpt", str(tmp_path / "no.ckpt"), "--frames", "4"])
 
 

@@ -14,7 +14,7 @@ def make_model(core: str = "gru", max_nonfinite_steps: int = 3) -> VideoModel:
     torch.manual_seed(0)
     model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core(core, d_model=12, n_layers=2),
                        optimizer=torch.optim.SGD, max_nonfinite_steps=max_nonfinite_steps)
-    torch.nn.init.normal_(model.head.weight, std=0.1)  # a zero head would hide errors in the rollout
+    torch.nn.init.normal_(model.head.proj.weight, std=0.1)  # a zero head would hide errors in the rollout
     return model.eval()
 
 
@@ -95,7 +95,7 @@ def test_a_nan_validation_loss_is_reported_not_dropped(monkeypatch):
     frames = torch.randint(0, 256, (2, 4, 3, 16, 16), dtype=torch.uint8)
     model.validation_step({"frames": frames}, 0)
     with torch.no_grad():
-        model.head.bias.fill_(float("nan"))
+        model.head.proj.bias.fill_(float("nan"))
     model.validation_step({"frames": frames}, 1)
     assert torch.isnan(model.val_means["loss"].compute()) and torch.isnan(model.val_psnr_next.compute())
 

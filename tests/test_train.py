@@ -60,7 +60,8 @@ def test_resume_matches_uninterrupted(compose_cfg, tmp_path):
     common = ["experiment=smoke", "logger=none", "data.samples_per_epoch=16", "seed=7"]
     full_cfg = compose_cfg(*common, "trainer.max_epochs=2")
     full = train(full_cfg)
-    full_weights = torch.load(Path(full_cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    full_weights = torch.load(Path(full_cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert full_weights["epoch"] == 1  # last.ckpt is the last epoch even when val/loss got worse (Lightning skips it)
 
     first_cfg = compose_cfg(*common, "trainer.max_epochs=1")
     with open_dict(first_cfg):
@@ -71,7 +72,7 @@ def test_resume_matches_uninterrupted(compose_cfg, tmp_path):
     with open_dict(resumed_cfg):
         resumed_cfg.paths.output_dir = str(tmp_path / "resumed")
     resumed = train(resumed_cfg)
-    resumed_weights = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed_weights = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
 
     for key, value in full_weights["state_dict"].items():
         torch.testing.assert_close(resumed_weights["state_dict"][key], value, rtol=1e-6, atol=1e-7)

@@ -6,7 +6,8 @@
 Each core (at its ``<core>_long`` experiment width, random weights: speed and memory do not depend on training)
 generates frames one at a time, every frame decoded and written to an MP4 as a user's ``make generate`` does.
 Peak RSS is sampled every ``every`` frames, in a subprocess per core so cores do not share a high-water mark.
-Targets (reported, not asserted): mamba/mamba2 at 86,400 frames: RSS after frame 1,000 grows < 5%; >= 300 frames/s.
+Targets (reported, not asserted): mamba/mamba2 at 86,400 frames: RSS after frame 1,000 grows < 5%; >= 300 frames/s,
+with the deterministic ``mse`` head and with the stochastic ``flow`` head (``conf/head/flow.yaml``'s settings).
 """
 
 from __future__ import annotations
@@ -36,14 +37,27 @@ CORES = {
     "transformer_window": (dict(name="transformer", d_model=144, n_layers=4, window=32), 20_000),
     "transformer": (dict(name="transformer", d_model=144, n_layers=4), 20_000),
 }
+FLOW_CORES = ("mamba", "mamba2")  # also measured with the flow head (its sampling steps run per frame)
 
 
-def measure(core: str, n_frames: int, every: int, frame_size: int = 64) -> dict:
+def head_factory(head: str):
+    """A ``VideoModel`` head factory with the settings of ``conf/head/<head>.yaml``."""
+    from functools import partial
+
+    from omegaconf import OmegaConf
+
+    from lightning_ssmvid.heads import build_head
+
+    spec = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[2] / "conf" / "head" / f"{head}.yaml"))
+    return partial(build_head, **{k: v for k, v in spec.items() if not k.startswith("_")})
+
+
+def measure(core: str, n_frames: int, every: int, frame_size: int = 64, head: str = "mse") -> dict:
     """Generate ``n_frames`` after a 16-frame context; RSS curve every ``every`` frames, frames/s overall."""
     torch.manual_seed(0)
     spec = dict(CORES[core][0])
     model = VideoModel(ConvCodec(frame_size, latent_dim=128, width=32), build_core(spec.pop("name"), **spec),
-                       optimizer=torch.optim.AdamW).eval()
+                       optimizer=torch.optim.AdamW, head=head_factory(head)).eval()
     context = torch.randint(0, 256, (1, 16, 3, frame_size, frame_size), dtype=torch.uint8)
     curve = []
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "out.mp4", lossless=False) as writer:
@@ -55,7 +69,7 @@ def measure(core: str, n_frames: int, every: int, frame_size: int = 64) -> dict:
         seconds = time.perf_counter() - start
     at_1k = next((rss for i, rss in curve if i >= 1000), curve[0][1])
     growth = curve[-1][1] - at_1k
-    return {"core": core, "frames": n_frames, "seconds": seconds, "frames_per_s": n_frames / seconds,
+    return {"core": core, "head": head, "frames": n_frames, "seconds": seconds, "frames_per_s": n_frames / seconds,
             "rss_curve": curve, "rss_after_1k_mb": at_1k, "rss_end_mb": curve[-1][1],
             "rss_growth_pct_after_1k": 100 * growth / at_1k,
             "rss_growth_mb_per_1k": growth / max(1, (n_frames - 1000) / 1000) if n_frames > 1000 else 0.0}
@@ -63,29 +77,31 @@ def measure(core: str, n_frames: int, every: int, frame_size: int = 64) -> dict:
 
 def run(quick: bool = False) -> dict:
     results = []
-    for core, (_, full_frames) in CORES.items():
+    runs = [(core, "mse") for core in CORES] + [(core, "flow") for core in FLOW_CORES]
+    for core, head in runs:
+        full_frames = CORES[core][1] if head == "mse" else 20_000
         n_frames, every = (2_000, 250) if quick else (full_frames, 1000)
-        command = [sys.executable, "-m", "lightning_ssmvid.bench.generation", "--one", core, "--frames",
-                   str(n_frames), "--every", str(every)]
+        command = [sys.executable, "-m", "lightning_ssmvid.bench.generation", "--one", core, "--head", head,
+                   "--frames", str(n_frames), "--every", str(every)]
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"{core}: {results[-1]['frames_per_s']:.0f} frames/s, RSS +{results[-1]['rss_growth_pct_after_1k']:.1f}%"
-              f" after frame 1,000", file=sys.stderr)
+        print(f"{core} ({head} head): {results[-1]['frames_per_s']:.0f} frames/s, RSS "
+              f"+{results[-1]['rss_growth_pct_after_1k']:.1f}% after frame 1,000", file=sys.stderr)
     return {"quick": quick, "threads": torch.get_num_threads(), "results": results}
 
 
 def write_reports(results: dict, out_dir: Path) -> None:
     write_json(out_dir / "generation.json", results)
-    rows = [[r["core"], f"{r['frames']:,}", f"{r['frames_per_s']:.0f}", f"{r['rss_after_1k_mb']:.0f}",
+    rows = [[r["core"], r.get("head", "mse"), f"{r['frames']:,}", f"{r['frames_per_s']:.0f}", f"{r['rss_after_1k_mb']:.0f}",
              f"{r['rss_end_mb']:.0f}", f"{r['rss_growth_pct_after_1k']:+.1f}%", f"{r['rss_growth_mb_per_1k']:.2f}"]
             for r in results["results"]]
     write_markdown(out_dir / "generation.md", "Generation benchmark (64x64, decoded and written to MP4)",
-                   ["core", "frames", "frames/s", "RSS at 1k MB", "RSS at end MB", "growth after 1k",
+                   ["core", "head", "frames", "frames/s", "RSS at 1k MB", "RSS at end MB", "growth after 1k",
                     "MB per 1k frames"], rows, __doc__)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results["results"]:
-        ax.plot(*zip(*r["rss_curve"]), label=r["core"])
+        ax.plot(*zip(*r["rss_curve"]), label=f"{r['core']} ({r.get('head', 'mse')})")
     ax.set(xlabel="frames generated", ylabel="peak RSS (MB)", xscale="log", title="Memory during generation")
     ax.legend()
     fig.tight_layout()
@@ -100,9 +116,10 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, default=86_400, help=argparse.SUPPRESS)
     parser.add_argument("--every", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--head", default="mse", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.frames, args.every)))
+        print(json.dumps(measure(args.one, args.frames, args.every, head=args.head)))
         return
     write_reports(run(args.quick), args.out)
 

@@ -14,18 +14,10 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lightning_ssmvid.codecs.losses import foreground_weights
 from lightning_ssmvid.model import to_unit
 
 log = logging.getLogger(__name__)
-
-
-def foreground_weights(x: torch.Tensor, strength: float) -> torch.Tensor:
-    """(N, C, H, W) -> (N, 1, H, W): 1 + strength x how far each pixel is from its frame's mean colour.
-
-    Small moving objects are a sliver of the pixels; without this weight an autoencoder learns the background
-    first and paints objects grey for thousands of steps.
-    """
-    return 1 + strength * (x - x.mean(dim=(-1, -2), keepdim=True)).abs().mean(-3, keepdim=True)
 
 
 class CodecModule(L.LightningModule):

@@ -13,6 +13,7 @@ TRAIN_LOSS = "train/loss"
 TRAIN_PIXEL_MSE = "train/pixel_mse"
 TRAIN_RECON_MSE = "train/recon_mse"
 TRAIN_LATENT_MSE = "train/latent_mse"
+TRAIN_FLOW_MSE = "train/flow_mse"  # head=flow: the velocity regression loss (in place of latent_mse)
 TRAIN_CUE_CE = "train/cue_ce"  # the cue arm's cross-entropy of the cue colour (conf/arm/cue.yaml)
 TRAIN_FRAMES_PER_S = "train/frames_per_s"
 TRAIN_SKIPPED_NONFINITE = "train/skipped_nonfinite"
@@ -20,6 +21,7 @@ VAL_LOSS = "val/loss"
 VAL_PIXEL_MSE = "val/pixel_mse"
 VAL_RECON_MSE = "val/recon_mse"
 VAL_LATENT_MSE = "val/latent_mse"
+VAL_FLOW_MSE = "val/flow_mse"
 VAL_CUE_CE = "val/cue_ce"
 VAL_PSNR_NEXT = "val/psnr_next"
 
@@ -29,6 +31,7 @@ PSNR_BIN = "psnr_h{lo}-{hi}"
 SSIM_BIN = "ssim_h{lo}-{hi}"
 FOREGROUND_RATIO_BIN = "foreground_ratio_h{lo}-{hi}"  # generated / real share of foreground pixels (persistence)
 MOTION_RATIO_BIN = "motion_ratio_h{lo}-{hi}"  # generated / real mean absolute frame difference
+DIVERSITY_BIN = "diversity_h{lo}-{hi}"  # stochastic heads: mean |difference| of two draws from one context
 COPY_LAST = "copy_last"  # prefix of the copy-last-frame baseline's PSNR/SSIM bins, beside every quality figure
 FLICKER = ("flicker_gen", "flicker_real", "flicker_ratio")
 WARP_ERROR = ("warp_error_gen", "warp_error_real", "warp_error_ratio")

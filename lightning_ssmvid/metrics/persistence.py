@@ -75,3 +75,75 @@ class ForegroundMotion(Metric):
                 real, gen = float(sums[f"{name}_real"][band].sum()), float(sums[f"{name}_gen"][band].sum())
                 out[f"{name}_ratio_h{lo}-{top}"] = gen / real if real > 0 else float("nan")
         return out
+
+
+class SampleDiversity(Metric):
+    """``update(first, second)``: two rollouts (B, T, C, H, W) of a stochastic head from one context (different
+    seeds). ``summary(bins)``: ``diversity_h{lo}-{hi}``, their mean absolute pixel difference per horizon band (0
+    for a deterministic head; it grows with the horizon as the futures part)."""
+
+    full_state_update = False
+
+    def __init__(self, max_horizon: int, **kwargs):
+        super().__init__(**kwargs)
+        self.max_horizon = max_horizon
+        for name in ("difference", "count"):
+            self.add_state(name, torch.zeros(max_horizon, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, first: Tensor, second: Tensor) -> None:
+        steps = min(first.shape[1], self.max_horizon)
+        gap = (first[:, :steps].float() - second[:, :steps].float()).abs().double().mean(dim=(2, 3, 4))
+        self.difference[:steps] += gap.sum(0)
+        self.count[:steps] += first.shape[0]
+
+    def compute(self) -> Tensor:
+        return self.difference / torch.where(self.count > 0, self.count, torch.nan)
+
+    def summary(self, bins: Iterable[tuple[int, int]]) -> dict[str, float]:
+        """Per inclusive 1-based band (clipped to the horizons seen); a collective under DDP."""
+        with self.sync_context():
+            difference, count = self.difference.clone(), self.count.clone()
+        seen = int((count > 0).sum())
+        return {f"diversity_h{lo}-{min(hi, seen)}": float(difference[lo - 1 : min(hi, seen)].sum()
+                                                          / count[lo - 1 : min(hi, seen)].sum())
+                for lo, hi in bins if min(hi, seen) >= lo}
+
+
+class RolloutPersistence:
+    """Foreground and motion of a generated video against its own context, frame by frame (constant memory).
+
+    ``update(frame)`` with each generated (C, H, W) frame in [0, 1]; ``summary(bands)`` gives per inclusive 1-based
+    band ``foreground_ratio_h{lo}-{hi}`` (mean generated foreground fraction / the context's) and
+    ``motion_ratio_h{lo}-{hi}`` (mean |x_t - x_{t-1}| / the context's). Background: the context's per-pixel median.
+    """
+
+    def __init__(self, context: Tensor, threshold: float = 0.1):
+        context = context.float()  # (K, C, H, W) in [0, 1]
+        self.background, self.threshold = context.median(dim=0).values, threshold
+        self.context_foreground = float(foreground_fraction(context[None], self.background[None], threshold).mean())
+        self.context_motion = float(motion(context[None, 1:], context[None, 0]).mean())
+        self.previous = context[-1]
+        self.foreground: list[float] = []
+        self.motion: list[float] = []
+
+    def update(self, frame: Tensor) -> None:
+        frame = frame.float().cpu()
+        self.foreground.append(float(foreground_fraction(frame[None, None], self.background[None], self.threshold)))
+        self.motion.append(float((frame - self.previous).abs().mean()))
+        self.previous = frame
+
+    def summary(self, bands: Iterable[tuple[int, int]]) -> dict[str, float]:
+        out = {"context_foreground": self.context_foreground, "context_motion": self.context_motion}
+        for lo, hi in bands:
+            hi = min(hi, len(self.foreground))
+            if hi < lo:
+                continue
+            mean = lambda values: sum(values[lo - 1 : hi]) / (hi - lo + 1)  # noqa: E731
+            out[f"foreground_ratio_h{lo}-{hi}"] = mean(self.foreground) / max(self.context_foreground, 1e-12)
+            out[f"motion_ratio_h{lo}-{hi}"] = mean(self.motion) / max(self.context_motion, 1e-12)
+        return out
+
+
+def rollout_bands(n_frames: int) -> list[tuple[int, int]]:
+    """The horizon bands a long rollout is judged on: 1-16, 17-128, 129-n (those that exist)."""
+    return [(lo, min(hi, n_frames)) for lo, hi in ((1, 16), (17, 128), (129, n_frames)) if lo <= n_frames]

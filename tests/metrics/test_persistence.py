@@ -47,3 +47,34 @@ def test_bins_are_clipped_to_the_horizons_seen_and_ranks_merge():
     a.merge_state(b)
     assert a.summary(BINS) == whole.summary(BINS)
     assert abs(whole.summary(BINS)["foreground_ratio_h1-4"] - 0.5) < 1e-9  # one of two clips empty
+
+
+def test_rollout_persistence_against_the_context_and_its_bands():
+    from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+
+    video = moving_square(n_frames=200)[0]
+    assert rollout_bands(500) == [(1, 16), (17, 128), (129, 500)] and rollout_bands(10) == [(1, 10)]
+    real, empty, frozen = (RolloutPersistence(video[:16]) for _ in range(3))
+    for frame in video[16:]:
+        real.update(frame)
+        empty.update(torch.zeros_like(frame))
+        frozen.update(video[15])
+    bands = rollout_bands(184)
+    ratios = lambda p, name: [v for k, v in p.summary(bands).items() if k.startswith(name)]  # noqa: E731
+    assert all(abs(r - 1) < 0.1 for r in ratios(real, "foreground_ratio") + ratios(real, "motion_ratio"))  # wraps
+    assert all(r == 0 for r in ratios(empty, "foreground_ratio"))
+    assert all(r == 0 for r in ratios(frozen, "motion_ratio")) and all(abs(r - 1) < 0.05 for r in
+                                                                      ratios(frozen, "foreground_ratio"))
+
+
+def test_sample_diversity_is_zero_for_equal_draws_and_the_mean_gap_otherwise():
+    from lightning_ssmvid.metrics.persistence import SampleDiversity
+
+    video = moving_square()
+    metric = SampleDiversity(max_horizon=16)
+    metric.update(video[:, :16], video[:, :16])
+    assert all(v == 0 for v in metric.summary(BINS).values())
+    metric = SampleDiversity(max_horizon=16)
+    metric.update(video[:, :16], video[:, :16] * 0)
+    expected = float(video[:, :4].mean())
+    assert abs(metric.summary(BINS)["diversity_h1-4"] - expected) < 1e-9

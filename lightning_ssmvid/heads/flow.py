@@ -1,0 +1,129 @@
+"""A stochastic head: conditional rectified flow on the next latent (MAR's per-token diffusion MLP, as a flow).
+
+The target is the normalised change ``x1 = (z_next - z) / scale`` (``scale``: a running per-dim RMS of that change,
+so unit Gaussian noise fits every latent dim). Training draws ``t ~ U(0, 1)`` and noise ``x0 ~ N(0, I)`` and
+regresses the velocity ``x1 - x0`` at ``x_t = t x1 + (1 - t) x0`` with an AdaLN MLP conditioned on the core output
+and ``t``; sampling integrates ``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from
+``t = 0`` (the optimal ``v(x0, 0)`` is ``E[x1] - x0``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lightning_ssmvid.heads import register_head
+from lightning_ssmvid.heads.base import Head
+
+CHUNK = 1024  # frames integrated at once: a whole clip's conditioning for every step would not fit in memory
+
+
+def time_embedding(t: Tensor, dim: int) -> Tensor:
+    """t (...,) in [0, 1] -> (..., dim) sinusoidal features."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = 1000.0 * t.float()[..., None] * freqs
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class AdaLNBlock(nn.Module):
+    """A residual MLP block whose LayerNorm shift, scale and output gate come from the condition (as in MAR/DiT)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+        nn.init.zeros_(self.modulation[1].weight)  # each block starts as the identity
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, x: Tensor, modulation: Tensor) -> Tensor:
+        """x (N, W), modulation (N, 3W) = ``self.modulation(c)`` (computed ahead when sampling many steps)."""
+        shift, scale, gate = modulation.chunk(3, dim=-1)
+        return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
+
+
+@register_head("flow")
+class FlowHead(Head):
+    stochastic = True
+    loss_name = "flow_mse"
+
+    def __init__(self, latent_dim: int, d_model: int, width: int = 256, depth: int = 3, steps: int = 8,
+                 samples_per_frame: int = 4, temperature: float = 1.0, scale_momentum: float = 0.01):
+        super().__init__(latent_dim, d_model)
+        self.width, self.steps, self.samples_per_frame = width, steps, samples_per_frame
+        self.temperature, self.scale_momentum = temperature, scale_momentum
+        self.input = nn.Linear(latent_dim, width)
+        self.condition = nn.Linear(d_model, width)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(AdaLNBlock(width) for _ in range(depth))
+        self.out_norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.out_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.out = nn.Linear(width, latent_dim)
+        for layer in (self.out_modulation[1], self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("scale", torch.ones(latent_dim))  # running RMS of z_next - z per dim
+        self.register_buffer("scale_seen", torch.zeros((), dtype=torch.bool))
+
+    def modulations(self, t: Tensor, h: Tensor) -> list[Tensor]:
+        """t (...,), h (..., D) -> every block's AdaLN modulation (..., 3W), then the output's (..., 2W)."""
+        c = self.condition(h) + self.time(time_embedding(t, self.width).to(h.dtype))
+        return [block.modulation(c) for block in self.blocks] + [self.out_modulation(c)]
+
+    def velocity(self, x_t: Tensor, t: Tensor | None = None, h: Tensor | None = None,
+                 modulations: list[Tensor] | None = None) -> Tensor:
+        """x_t (N, L) at times t (N,) given h (N, D), or given their ``modulations`` -> (N, L)."""
+        modulations = self.modulations(t, h) if modulations is None else modulations
+        x = self.input(x_t)
+        for block, modulation in zip(self.blocks, modulations):
+            x = block(x, modulation)
+        shift, scale = modulations[-1].chunk(2, dim=-1)
+        return self.out(self.out_norm(x) * (1 + scale) + shift)
+
+    @torch.no_grad()
+    def _update_scale(self, change: Tensor) -> None:
+        rms = change.detach().float().square().flatten(0, -2).mean(0).sqrt().clamp_min(1e-4)
+        if not bool(self.scale_seen):
+            self.scale.copy_(rms)
+            self.scale_seen.fill_(True)
+        else:
+            self.scale.lerp_(rms, self.scale_momentum)
+
+    def loss(self, h: Tensor, z: Tensor, z_next: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        change = (z_next - z).detach()
+        if self.training:
+            self._update_scale(change)
+        batch, frames = h.shape[:2]
+        k = self.samples_per_frame  # several (t, noise) draws per frame: the head is small next to the core
+        x1 = (change / self.scale).flatten(0, 1).repeat(k, 1)
+        cond = h.flatten(0, 1).repeat(k, 1)
+        x0 = torch.randn(x1.shape, device=x1.device, dtype=x1.dtype, generator=generator)
+        t = torch.rand(x1.shape[0], device=x1.device, dtype=x1.dtype, generator=generator)
+        x_t = t[:, None] * x1 + (1 - t[:, None]) * x0
+        error = (self.velocity(x_t, t, cond) - (x1 - x0)).square().mean(-1)
+        return error.view(k, batch, frames).mean(dim=(0, 2))
+
+    def mean(self, h: Tensor, z: Tensor) -> Tensor:
+        flat = h.reshape(-1, h.shape[-1])
+        x0 = torch.zeros(flat.shape[0], self.latent_dim, device=h.device, dtype=h.dtype)
+        x1 = self.velocity(x0, torch.zeros(flat.shape[0], device=h.device, dtype=h.dtype), flat)
+        return z + (x1 * self.scale).view(z.shape)
+
+    def sample(self, h: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        flat = h.reshape(-1, h.shape[-1])
+        noise = torch.randn(flat.shape[0], self.latent_dim, device=h.device, dtype=h.dtype, generator=generator)
+        chunks = [self._integrate(noise[i : i + CHUNK], flat[i : i + CHUNK]) for i in range(0, len(flat), CHUNK)]
+        return z + (torch.cat(chunks) * self.scale).view(z.shape)
+
+    def _integrate(self, noise: Tensor, flat: Tensor) -> Tensor:
+        """Euler steps of dx/dt = v from ``noise`` (N, L) given conditions ``flat`` (N, D) -> x1 (N, L)."""
+        x = noise * self.temperature
+        times = torch.arange(self.steps, device=flat.device, dtype=flat.dtype) / self.steps
+        # the conditioning of every Euler step in one batched pass: the loop then runs the MLP only
+        all_steps = self.modulations(times[:, None].expand(-1, flat.shape[0]), flat.expand(self.steps, -1, -1))
+        for i in range(self.steps):
+            x = x + self.velocity(x, modulations=[m[i] for m in all_steps]) / self.steps
+        return x

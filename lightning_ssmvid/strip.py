@@ -1,0 +1,111 @@
+"""A picture of a rollout: real (top) vs generated (bottom) frames at chosen horizons after the context.
+
+    python -m lightning_ssmvid.strip --ckpt RUN/checkpoints/last.ckpt --out docs/strip.png
+    python -m lightning_ssmvid.strip --ckpt CKPT --horizons 1 16 64 240 --video 2 --seed 1
+
+The model rolls out ``max(horizons)`` frames (streamed; only the chosen frames are kept); the real frames come from
+the same video (black past its end). Also writes the rollout's persistence ratios next to the PNG (``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lightning_ssmvid.generate import (
+    dataset_video, iter_real_frames, load_checkpoint, read_context, run_folder, to_image,
+)
+from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+from lightning_ssmvid.model import to_unit
+from lightning_ssmvid.utils.errors import UserError
+from lightning_ssmvid.utils.files import write_json_atomic
+
+
+def rollout_strip(model, context: torch.Tensor, real_frames, horizons: Sequence[int], seed: int = 0):
+    """context (K, C, H, W); real_frames: an iterable of (C, H, W) frames continuing it -> (real, generated) lists
+    of (H, W, 3) uint8 images at each horizon (1-based), and the rollout's ``RolloutPersistence``."""
+    wanted, steps = set(horizons), max(horizons)
+    persistence = RolloutPersistence(to_unit(context).cpu())
+    real_iter, generated, real = iter(real_frames), {}, {}
+    black = np.zeros((*context.shape[-2:], 3), np.uint8)
+    for h, frame in enumerate(model.rollout(context[None], steps, seed=seed), start=1):
+        persistence.update(frame[0])
+        actual = next(real_iter, None)
+        if h in wanted:
+            generated[h] = to_image(frame[0])
+            real[h] = black if actual is None else to_image(actual)
+    return [real[h] for h in horizons], [generated[h] for h in horizons], persistence
+
+
+def draw(context_image: np.ndarray, real: list, generated: list, horizons: Sequence[int], title: str, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = len(horizons) + 1
+    fig, axes = plt.subplots(2, columns, figsize=(1.4 * columns, 3.2), squeeze=False)
+    for row, (label, images) in enumerate((("real", real), ("generated", generated))):
+        for col, (image, name) in enumerate(zip([context_image, *images], ["last context", *map(str, horizons)])):
+            ax = axes[row][col]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name if col == 0 else f"t + {name}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lightning_ssmvid.strip", description=__doc__.split("\n")[0])
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64, 128, 240])
+    p.add_argument("--context", type=int, default=16)
+    p.add_argument("--video", type=int, default=0)
+    p.add_argument("--split", choices=("val", "train", "test"), default="val")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output .png (default RUN/generated/strip_<video>.png)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parser().parse_args(argv)
+    if min(args.horizons) < 1 or args.context < 1:
+        raise ValueError("--horizons and --context must be >= 1")
+    horizons = sorted(set(args.horizons))
+    model = load_checkpoint(args.ckpt)
+    data = dict(model.run_config["data"])
+    frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
+    source = dataset_video(data, args.split, args.video)
+    reader, context = read_context(source, args.context, frame_size, stride)
+    real, generated, persistence = rollout_strip(model, context, iter_real_frames(reader, args.context * stride,
+                                                                                  stride, frame_size),
+                                                 horizons, args.seed)
+    config = model.run_config
+    head = (config["model"].get("head") or {}).get("name", "mse")
+    title = (f"{config.get('name')} ({config['model']['core'].get('name')} core, {head} head, seed {args.seed}): "
+             f"{source.name} of {args.split}, {args.context} context frames")
+    out = Path(args.out) if args.out else run_folder(args.ckpt) / "generated" / f"strip_{source.stem}.png"
+    draw(to_image(context[-1]), real, generated, horizons, title, out)
+    write_json_atomic(out.with_suffix(".json"), {"ckpt": str(args.ckpt), "source": str(source), "seed": args.seed,
+                                                 "horizons": horizons,
+                                                 "persistence": persistence.summary(rollout_bands(max(horizons)))})
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError, IndexError, UserError) as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,106 @@
+"""The head interface contract, for every registered head, and the flow head's reason to exist: it draws from a
+multimodal next-frame distribution where the regressor can only give the mean."""
+
+import pytest
+import torch
+
+from lightning_ssmvid.codecs.conv import ConvCodec
+from lightning_ssmvid.cores import build_core
+from lightning_ssmvid.heads import available_heads, build_head
+from lightning_ssmvid.model import VideoModel
+
+HEADS = available_heads()
+LATENT, D = 6, 10
+
+
+def make(name: str, **kwargs):
+    torch.manual_seed(0)
+    options = {"width": 32, "depth": 2} if name == "flow" else {}
+    return build_head(name, latent_dim=LATENT, d_model=D, **{**options, **kwargs})
+
+
+def randomise(head: torch.nn.Module) -> None:
+    for module in head.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.3)
+
+
+def test_every_head_is_listed_and_unknown_names_are_refused():
+    assert {"mse", "flow"} <= set(HEADS)
+    with pytest.raises(ValueError, match="valid heads: flow, mse"):
+        build_head("diffusion", latent_dim=LATENT, d_model=D)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_loss_is_per_clip_finite_and_trains_head_and_condition(name):
+    head = make(name).train()
+    h = torch.randn(3, 5, D, requires_grad=True)
+    z, z_next = torch.randn(3, 5, LATENT), torch.randn(3, 5, LATENT)
+    loss = head.loss(h, z, z_next)
+    assert loss.shape == (3,) and torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    randomise(head)  # heads start as "no change" (zero output layers): with weights, the condition gets gradients
+    head.loss(h, z, z_next).sum().backward()
+    assert h.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_sample_shapes_and_seeded_determinism(name):
+    head = make(name).eval()
+    h, z = torch.randn(4, 7, D), torch.randn(4, 7, LATENT)
+    draw = lambda seed: head.sample(h, z, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert draw(0).shape == z.shape and head.mean(h, z).shape == z.shape
+    torch.testing.assert_close(draw(3), draw(3), rtol=0, atol=0)
+    assert head.sample(h[:, 0], z[:, 0]).shape == (4, LATENT)  # one frame (step mode)
+    if head.stochastic:
+        randomise(head)  # an untrained flow head ignores its noise (zero output layer)
+        assert not torch.allclose(draw(0), draw(1))
+    else:
+        torch.testing.assert_close(draw(0), head.mean(h, z), rtol=0, atol=0)
+
+
+def fit_bimodal(name: str, steps: int = 400) -> torch.nn.Module:
+    """Train a head where the next latent is z + 1 or z - 1 with equal chance, whatever the condition."""
+    head = make(name, **({"width": 64, "depth": 2, "steps": 16} if name == "flow" else {})).train()
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        h, z = torch.randn(16, 4, D, generator=generator), torch.randn(16, 4, LATENT, generator=generator)
+        sign = torch.randint(0, 2, (16, 4, 1), generator=generator) * 2.0 - 1.0
+        loss = head.loss(h, z, z + sign).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return head.eval()
+
+
+def test_flow_head_draws_both_modes_where_the_regressor_gives_their_mean():
+    h, z = torch.randn(512, D), torch.zeros(512, LATENT)
+    regressor, flow = fit_bimodal("mse"), fit_bimodal("flow")
+    with torch.no_grad():
+        regressed = regressor.sample(h, z)
+        drawn, mean = flow.sample(h, z, torch.Generator().manual_seed(0)), flow.mean(h, z)
+    assert regressed.abs().mean() < 0.2  # the mean of +1 and -1: a frame no one saw
+    assert (drawn.abs() - 1).abs().mean() < 0.25  # draws sit on the modes...
+    share_positive = (drawn > 0).float().mean()
+    assert 0.3 < share_positive < 0.7  # ...both of them
+    assert mean.abs().mean() < 0.3  # and its mean estimate is their mean
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("core", ["gru", "mamba2", "transformer"])
+def test_every_core_trains_and_generates_with_every_head(core, head):
+    torch.manual_seed(0)
+    options = {"width": 16, "depth": 1, "steps": 2} if head == "flow" else {}
+    model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core(core, d_model=12, n_layers=2),
+                       optimizer=torch.optim.SGD, head=lambda **dims: build_head(head, **dims, **options),
+                       context_noise=0.3)
+    frames = torch.randint(0, 256, (2, 6, 3, 16, 16), dtype=torch.uint8)
+    out, _ = model.train().losses({"frames": frames})
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.head.loss_name in out
+    model.eval()
+    first, again = model.generate(frames[:, :3], 4, seed=5), model.generate(frames[:, :3], 4, seed=5)
+    assert first.shape == (2, 4, 3, 16, 16)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)

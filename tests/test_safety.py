@@ -1,0 +1,88 @@
+"""Opening files cannot run code: hostile pickles and stored configs naming foreign targets are refused in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from lightning_ssmvid.model import load_model
+from lightning_ssmvid.train import train
+from lightning_ssmvid.utils.checkpoints import check_targets, read_checkpoint
+from lightning_ssmvid.utils.errors import UserError
+from tests.conftest import compose_config
+
+TINY = ["experiment=smoke", "trainer.max_epochs=1", "logger=none", "data.samples_per_epoch=8",
+        "callbacks.evaluation.n_clips=0"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, data_dir) -> Path:
+    out = tmp_path_factory.mktemp("safety")
+    try:
+        train(compose_config(out, data_dir, *TINY))
+    finally:
+        GlobalHydra.instance().clear()
+    return out / "run" / "checkpoints" / "last.ckpt"
+
+
+class Payload:
+    """A pickle that creates a file when it is opened with weights_only=False."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickled_payload_is_refused_and_never_runs(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "run_config": {"model": {}}, "x": Payload(marker)}, path)
+    with pytest.raises(UserError, match="evil.ckpt holds objects other than tensors"):
+        load_model(str(path))
+    assert not marker.exists()
+
+
+def test_a_stored_config_naming_a_foreign_target_is_refused(ckpt, tmp_path):
+    marker = tmp_path / "created"
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["run_config"]["model"]["optimizer"] = {"_target_": "builtins.open", "file": str(marker), "mode": "w"}
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save(checkpoint, hostile)
+    with pytest.raises(UserError, match="names _target_ 'builtins.open' at model.optimizer"):
+        load_model(str(hostile))
+    assert not marker.exists()
+    check_targets(torch.load(ckpt, weights_only=True)["run_config"], "ours")  # our own run config passes
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "empty"])
+def test_a_damaged_checkpoint_is_named(ckpt, tmp_path, damage):
+    bad = tmp_path / f"{damage}.ckpt"
+    data = ckpt.read_bytes()
+    bad.write_bytes({"truncated": data[: len(data) // 2], "text": b"not a checkpoint\n", "empty": b""}[damage])
+    with pytest.raises(UserError, match=f"{damage}.ckpt is not a readable checkpoint.*delete it or pass another"):
+        read_checkpoint(bad)
+
+
+def test_our_checkpoint_loads_with_weights_only(ckpt):
+    model = load_model(str(ckpt))
+    assert model.run_config["name"] == "smoke"
+
+
+@pytest.mark.parametrize("module", ["generate", "evaluate"])
+def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
+    bad = tmp_path / "half.ckpt"
+    bad.write_bytes(b"PK\x03\x04 half written")
+    args = ["--ckpt", str(bad), "--frames", "4"] if module == "generate" else [f"ckpt_path={bad}"]
+    done = subprocess.run([sys.executable, "-m", f"lightning_ssmvid.{module}", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "half.ckpt is not a readable checkpoint" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
