@@ -95,9 +95,13 @@ class MemoryEvaluator:
         else:
             z = torch.cat([encode_video(model, open_video(path, frame_size), frame_size, stop) for path, _ in clips])
         z = z.to(model.dtype)
-        z_hat, h, _ = model.predict_with_features(z, None, model.sampling_generator(0))  # a seeded draw
+        per_clip = [[e for e in s["events"] if e["reveal_start"] < stop] for _, s in clips]
+        width = max(len(events) for events in per_clip)  # every clip's reveal frames, padded with its last one
+        at = torch.tensor([[e["reveal_start"] - 1 for e in events] + [events[-1]["reveal_start"] - 1]
+                           * (width - len(events)) for events in per_clip], device=z.device)
+        z_hat, h, _ = model.predict_with_features(z, None, model.sampling_generator(0), at=at)
         for b, (path, sidecar) in enumerate(clips):
-            events = [e for e in sidecar["events"] if e["reveal_start"] < stop]
+            events = per_clip[b]
             starts = [e["reveal_start"] for e in events]
             self.probe.update(h[b, [s - 1 for s in starts]], torch.tensor([event_colour(sidecar, e) for e in events]),
                               torch.tensor([nearest_bin(e["gap_bin"], self.gap_bins) for e in events]),
@@ -105,7 +109,7 @@ class MemoryEvaluator:
             if fit:
                 continue
             decode = lambda latent: torch.sigmoid(model.codec.decode(latent))  # noqa: E731
-            predicted, reconstructed = decode(z_hat[b, [s - 1 for s in starts]]), decode(z[b, starts])
+            predicted, reconstructed = decode(z_hat[b, : len(events)]), decode(z[b, starts])
             reader = open_video(path, frame_size)
             for k, event in enumerate(events):
                 one = [{**sidecar, "events": [event]}]

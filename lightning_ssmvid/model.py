@@ -122,11 +122,16 @@ class VideoModel(L.LightningModule):
         z_hat, _, state = self.predict_with_features(z, state, generator)
         return z_hat, state
 
-    def predict_with_features(self, z: Tensor, state: State | None = None,
-                              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, State]:
-        """z: (B, T, latent) real latents -> (z_hat (B, T, latent), core output h (B, T, d_model), state)."""
+    def predict_with_features(self, z: Tensor, state: State | None = None, generator: torch.Generator | None = None,
+                              at: Tensor | None = None) -> tuple[Tensor, Tensor, State]:
+        """z: (B, T, latent) real latents -> (z_hat (B, T, latent), core output h (B, T, d_model), state); with
+        ``at`` (B, K) frame indices, z_hat (B, K, latent) is drawn at those frames only (a stochastic head's
+        sampling is the cost)."""
         h, state = self.core(self.embed(z), state)
-        return self.head.sample(h, z, generator), h, state
+        if at is None:
+            return self.head.sample(h, z, generator), h, state
+        pick = lambda x: torch.gather(x, 1, at[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+        return self.head.sample(pick(h), pick(z), generator), h, state
 
     def embed(self, z: Tensor, noise_level: Tensor | float = 0.0) -> Tensor:
         """Latents (..., latent) with their corruption level (a float or (...,)) -> core inputs (..., d_model)."""

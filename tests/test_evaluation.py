@@ -113,11 +113,15 @@ class OracleModel:
         for i in range(n_steps):
             yield self.clips[0][0][t + i if self.memory else t - 1][None]
 
-    def predict_with_features(self, z: torch.Tensor, state=None, generator=None):
-        """z: (B, T, D) of whole clips from frame 0 (what the memory probes pass)."""
+    def predict_with_features(self, z: torch.Tensor, state=None, generator=None, at=None):
+        """z: (B, T, D) of whole clips from frame 0 (what the memory probes pass); z_hat at frames ``at`` (B, K)."""
         z_hat, h = torch.cat([z[:, 1:], z[:, -1:]], 1), torch.randn(z.shape[0], z.shape[1], 8)
         if not self.memory:
-            return z, h, {}
+            z_hat = z
+        if at is not None:
+            z_hat = torch.stack([z_hat[b, at[b]] for b in range(z.shape[0])])
+        if not self.memory:
+            return z_hat, h, {}
         for b in range(z.shape[0]):
             sidecar = next(s for latents, s in self.clips if torch.equal(latents[0], z[b, 0]))
             h[b] = torch.nn.functional.one_hot(torch.from_numpy(sidecar["cue_colour"][: z.shape[1]]).long(), 8)

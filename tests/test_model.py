@@ -138,3 +138,14 @@ def test_cue_head_loss_uses_labels_and_ignores_unlabelled_frames():
     plain = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
                        optimizer=torch.optim.SGD)
     assert plain.cue_head is None and "cue_ce" not in plain.losses({"latents": latents, "cue": labels})[0]
+
+
+def test_predictions_at_chosen_frames_equal_the_full_pass():
+    model = make_model()
+    z = model.codec.encode(torch.rand(2, 9, 3, 16, 16))
+    at = torch.tensor([[0, 4, 8], [3, 3, 7]])
+    with torch.no_grad():
+        full, h, _ = model.predict_with_features(z)
+        some, h_some, _ = model.predict_with_features(z, at=at)
+    torch.testing.assert_close(some, torch.stack([full[b, at[b]] for b in range(2)]))
+    torch.testing.assert_close(h_some, h)
