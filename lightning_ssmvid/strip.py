@@ -18,7 +18,12 @@ import numpy as np
 import torch
 
 from lightning_ssmvid.generate import (
-    dataset_video, iter_real_frames, load_checkpoint, read_context, run_folder, to_image,
+    dataset_video,
+    iter_real_frames,
+    load_checkpoint,
+    read_context,
+    run_folder,
+    to_image,
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
 from lightning_ssmvid.model import to_unit
@@ -93,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                                                  horizons, args.seed)
     config = model.run_config
     head = (config["model"].get("head") or {}).get("name", "mse")
-    title = (f"{config.get('name')} ({config['model']['core'].get('name')} core, {head} head, seed {args.seed}): "
-             f"{source.name} of {args.split}, {args.context} context frames")
+    title = (f"{config.get('name')} (run seed {config.get('seed')}; {config['model']['core'].get('name')} core, "
+             f"{head} head, draw seed {args.seed}): {source.name} of {args.split}, {args.context} context frames")
     out = Path(args.out) if args.out else run_folder(args.ckpt) / "generated" / f"strip_{source.stem}.png"
     draw(to_image(context[-1]), real, generated, horizons, title, out)
     write_json_atomic(out.with_suffix(".json"), {"ckpt": str(args.ckpt), "source": str(source), "seed": args.seed,

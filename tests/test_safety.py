@@ -81,8 +81,36 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     bad.write_bytes(b"PK\x03\x04 half written")
     args = ["--ckpt", str(bad), "--frames", "4"] if module == "generate" else [f"ckpt_path={bad}"]
     done = subprocess.run([sys.executable, "-m", f"lightning_ssmvid.{module}", *args], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert done.returncode != 0
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "half.ckpt is not a readable checkpoint" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.clip_length=1", "data.clip_length=1: must be an integer >= 2"),
+    ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+    ("data.frame_size=0", "data.frame_size=0: must be an integer >= 8"),
+])
+def test_bad_sizes_are_one_line_errors_before_any_work(tmp_path, override, message):
+    done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none", override,
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"error: {message}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_experiment_composes_with_your_own_video_folder(compose_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    from lightning_ssmvid.data.video_io import write_video
+
+    for split in ("train", "val"):
+        write_video(tmp_path / "videos" / split / "a.mp4", (torch.randint(0, 255, (24, 32, 3), dtype=torch.uint8)
+                                                            .numpy() for _ in range(24)), fps=24)
+    cfg = compose_cfg("experiment=smoke", "data=video_folder", f"data.root={tmp_path / 'videos'}")
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert len(datamodule.train_set.videos) == 1 and datamodule.generator is None

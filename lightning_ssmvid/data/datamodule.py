@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable
 
 import lightning as L
@@ -17,6 +18,7 @@ from lightning_ssmvid.data.cue_labels import load_cue_labels
 from lightning_ssmvid.data.latent_cache import load_latents
 from lightning_ssmvid.data.streaming import StreamBatchSampler
 from lightning_ssmvid.data.video_io import list_videos
+from lightning_ssmvid.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,16 @@ class VideoDataModule(L.LightningDataModule):
         super().__init__()
         if root in (None, "", "???"):
             raise ValueError("data.root is not set: point it at a folder of videos, e.g. data.root=/path/to/videos")
+        for key, value, least in (("clip_length", clip_length, 2), ("batch_size", batch_size, 1),
+                                  ("frame_size", frame_size, 8), ("stride", stride, 1)):
+            if not isinstance(value, int) or value < least:
+                raise UserError(f"data.{key}={value}: must be an integer >= {least}"
+                                + (" (a clip needs a frame to predict and one to predict it from)"
+                                   if key == "clip_length" else ""))
+        if isinstance(generator, Mapping):  # an experiment's generator settings, composed with data=video_folder
+            log.warning("data.generator settings (%s) ignored: this data set reads videos from data.root=%s",
+                        ", ".join(map(str, generator)), root)
+            generator = None
         self.root, self.generator = Path(root), generator
         self.clip_length, self.frame_size, self.stride = clip_length, frame_size, stride
         self.batch_size, self.num_workers = batch_size, num_workers

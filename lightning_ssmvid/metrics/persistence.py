@@ -138,9 +138,10 @@ class RolloutPersistence:
             hi = min(hi, len(self.foreground))
             if hi < lo:
                 continue
-            mean = lambda values: sum(values[lo - 1 : hi]) / (hi - lo + 1)  # noqa: E731
-            out[f"foreground_ratio_h{lo}-{hi}"] = mean(self.foreground) / max(self.context_foreground, 1e-12)
-            out[f"motion_ratio_h{lo}-{hi}"] = mean(self.motion) / max(self.context_motion, 1e-12)
+            foreground = sum(self.foreground[lo - 1 : hi]) / (hi - lo + 1)
+            moving = sum(self.motion[lo - 1 : hi]) / (hi - lo + 1)
+            out[f"foreground_ratio_h{lo}-{hi}"] = foreground / max(self.context_foreground, 1e-12)
+            out[f"motion_ratio_h{lo}-{hi}"] = moving / max(self.context_motion, 1e-12)
         return out
 
 

@@ -19,6 +19,19 @@ def user_errors():
     """Around a command's main: a ``UserError`` ends the process with ``error: <message>`` and exit status 2."""
     try:
         yield
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        cause = user_error_in(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def user_error_in(error: BaseException | None) -> UserError | None:
+    """The ``UserError`` behind ``error`` (Hydra's ``instantiate`` wraps what a constructor raises), if any."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, UserError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
