@@ -15,6 +15,7 @@ from lightning_ssmvid.codecs.pretrain import pretrain_codec
 from lightning_ssmvid.data.datamodule import VideoDataModule
 from lightning_ssmvid.data.latent_cache import build_latent_cache, file_sha256
 from lightning_ssmvid.data.video_folder import ClipDataset, RandomClipSampler, collate_clips
+from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.files import config_hash
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / "identity.yaml").write_text(OmegaConf.to_yaml(identity))
     settings = cfg.stages.codec_training
+    if not isinstance(settings.steps, int) or settings.steps < 4:
+        raise UserError(f"stages.codec_training.steps={settings.steps}: must be an integer >= 4")
     clips = ClipDataset(datamodule.train_set.videos, settings.clip_length, datamodule.frame_size, datamodule.stride)
     sampler = RandomClipSampler(clips, settings.steps * settings.batch_size, seed=codec_seed(cfg))
     loader = torch.utils.data.DataLoader(clips, batch_size=settings.batch_size, sampler=sampler,

@@ -92,9 +92,11 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     ("data.clip_length=1", "data.clip_length=1: must be an integer >= 2"),
     ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
     ("data.frame_size=0", "data.frame_size=0: must be an integer >= 8"),
+    ("core.d_model=-1", "core.d_model=-1: must be a positive integer"),
+    ("stages=two_stage stages.codec_training.steps=2", "stages.codec_training.steps=2: must be an integer >= 4"),
 ])
 def test_bad_sizes_are_one_line_errors_before_any_work(tmp_path, override, message):
-    done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none", override,
+    done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none", *override.split(),
                            f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 2, done.stderr[-2000:]

@@ -11,6 +11,7 @@ import pkgutil
 from typing import Callable
 
 from lightning_ssmvid.cores.base import Core, State, detach_state, map_state, reset_state_slots
+from lightning_ssmvid.utils.errors import UserError
 
 _REGISTRY: dict[str, Callable[..., Core]] = {}
 
@@ -41,6 +42,9 @@ def build_core(name: str, d_model: int, **kwargs) -> Core:
     names = available_cores()
     if name not in _REGISTRY:
         raise ValueError(f"unknown core {name!r}; valid cores: {', '.join(names)}")
+    for key, value in (("d_model", d_model), ("n_layers", kwargs.get("n_layers", 1))):
+        if not isinstance(value, int) or value < 1:
+            raise UserError(f"core.{key}={value}: must be a positive integer")
     return _REGISTRY[name](d_model=d_model, **kwargs)
 
 

@@ -37,3 +37,15 @@ def test_sizes_that_do_not_fit_the_grid_are_rejected():
         ConvCodec(frame_size=32, latent_dim=40, global_dim=16)  # 24 grid dims do not fill a 4 x 4 grid
     with pytest.raises(ValueError, match="multiple of 8"):
         ConvCodec(frame_size=30, latent_dim=64)
+
+
+def test_codec_schedule_works_for_short_trainings():
+    """OneCycleLR divided by zero when its warm-up was one step (stages.codec_training.steps=20)."""
+    from lightning_ssmvid.codecs.pretrain import CodecModule
+
+    for steps in (4, 20, 1500):
+        module = CodecModule(ConvCodec(frame_size=16, latent_dim=8, width=4), total_steps=steps)
+        schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+        for _ in range(steps):
+            schedule.optimizer.step()
+            schedule.step()
