@@ -61,8 +61,8 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / "identity.yaml").write_text(OmegaConf.to_yaml(identity))
     settings = cfg.stages.codec_training
-    if not isinstance(settings.steps, int) or settings.steps < 4:
-        raise UserError(f"stages.codec_training.steps={settings.steps}: must be an integer >= 4")
+    if not isinstance(settings.steps, int) or settings.steps < 1:
+        raise UserError(f"stages.codec_training.steps={settings.steps}: must be an integer >= 1")
     clips = ClipDataset(datamodule.train_set.videos, settings.clip_length, datamodule.frame_size, datamodule.stride)
     sampler = RandomClipSampler(clips, settings.steps * settings.batch_size, seed=codec_seed(cfg))
     loader = torch.utils.data.DataLoader(clips, batch_size=settings.batch_size, sampler=sampler,

@@ -93,7 +93,7 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
     ("data.frame_size=0", "data.frame_size=0: must be an integer >= 8"),
     ("core.d_model=-1", "core.d_model=-1: must be a positive integer"),
-    ("stages=two_stage stages.codec_training.steps=2", "stages.codec_training.steps=2: must be an integer >= 4"),
+    ("stages=two_stage stages.codec_training.steps=0", "stages.codec_training.steps=0: must be an integer >= 1"),
 ])
 def test_bad_sizes_are_one_line_errors_before_any_work(tmp_path, override, message):
     done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none", *override.split(),

@@ -40,6 +40,8 @@ class CodecModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.0)
+        if self.total_steps < 4:  # too short for a warm-up and a decay (quick checks): a constant rate
+            return optimizer
         # at least 2 warm-up steps: OneCycleLR divides by (warm-up steps - 1)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=self.total_steps,
                                                        pct_start=max(0.05, 2 / self.total_steps))
