@@ -175,7 +175,7 @@ class VideoModel(L.LightningModule):
                     continue
                 decoded = torch.sigmoid(self.codec.decode(pred))
                 out[f"{name}_mse"] = mse(decoded, target)
-                error = mse(decoded, target) if not self.foreground_weight else (
+                error = out[f"{name}_mse"] if not self.foreground_weight else (
                     weighted_frame_error(decoded, target, self.foreground_weight) * weight).sum()
                 out["loss"] = out["loss"] + factor * error
         return out, state

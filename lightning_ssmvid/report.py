@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.stats import t_interval
-from lightning_ssmvid.utils.config import PROJECT_ROOT
+from lightning_ssmvid.utils.config import PROJECT_ROOT, project_relative
 from lightning_ssmvid.utils.summary import code_commit
 
 
@@ -39,7 +39,7 @@ def find_runs(logs: Path) -> dict[str, list[dict]]:
             continue
         if summary.get("status") != "finished" or not summary.get("name"):
             continue
-        summary["run_dir"] = _relative(path.parent)
+        summary["run_dir"] = project_relative(path.parent)
         key = (run_key(summary), summary.get("seed"))
         written = summary.get("written_at", path.stat().st_mtime)
         if key not in newest or written > newest[key][0]:
@@ -48,12 +48,6 @@ def find_runs(logs: Path) -> dict[str, list[dict]]:
     for (name, _), (_, summary) in sorted(newest.items(), key=lambda item: str(item[0])):
         runs.setdefault(name, []).append(summary)
     return runs
-
-
-def _relative(path: Path) -> str:
-    """``path`` relative to the project when inside it (tables hold no machine paths)."""
-    path = path.resolve()
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def mean_std(values: list[float]) -> tuple[float, float] | None:

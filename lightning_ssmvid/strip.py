@@ -27,6 +27,7 @@ from lightning_ssmvid.generate import (
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
 from lightning_ssmvid.model import to_unit
+from lightning_ssmvid.utils.config import project_relative
 from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.files import write_json_atomic
 
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
              f"{head} head, draw seed {args.seed}): {source.name} of {args.split}, {args.context} context frames")
     out = Path(args.out) if args.out else run_folder(args.ckpt) / "generated" / f"strip_{source.stem}.png"
     draw(to_image(context[-1]), real, generated, horizons, title, out)
-    write_json_atomic(out.with_suffix(".json"), {"ckpt": str(args.ckpt), "source": str(source), "seed": args.seed,
+    write_json_atomic(out.with_suffix(".json"), {"ckpt": project_relative(args.ckpt), "source": project_relative(source),
+                                                 "seed": args.seed,
                                                  "horizons": horizons,
                                                  "persistence": persistence.summary(rollout_bands(max(horizons)))})
     print(f"wrote {out}")

@@ -7,38 +7,17 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from typing import Callable
-
 from lightning_ssmvid.heads.base import Head
+from lightning_ssmvid.utils.registry import Registry
 
-_REGISTRY: dict[str, Callable[..., Head]] = {}
-
-
-def register_head(name: str) -> Callable:
-    def decorate(cls):
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"head name {name!r} is registered twice")
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def available_heads() -> list[str]:
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__name__}.{module.name}")
-    return sorted(_REGISTRY)
+_HEADS = Registry(__name__, "head")
+register_head = _HEADS.register
+available_heads = _HEADS.names
 
 
 def build_head(name: str, latent_dim: int, d_model: int, **kwargs) -> Head:
     """Build the head registered as ``name`` mapping core outputs of width ``d_model`` to ``latent_dim`` latents."""
-    names = available_heads()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(names)}")
-    return _REGISTRY[name](latent_dim=latent_dim, d_model=d_model, **kwargs)
+    return _HEADS.get(name)(latent_dim=latent_dim, d_model=d_model, **kwargs)
 
 
 __all__ = ["Head", "available_heads", "build_head", "register_head"]

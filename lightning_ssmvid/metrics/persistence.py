@@ -27,6 +27,12 @@ def motion(frames: Tensor, previous: Tensor) -> Tensor:
     return (pairs[:, 1:] - pairs[:, :-1]).abs().double().mean(dim=(2, 3, 4))
 
 
+def seen_bands(count: Tensor, bins: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive 1-based bands clipped to the horizons seen (``count > 0``), empty ones dropped."""
+    seen = int((count > 0).sum())
+    return [(lo, min(hi, seen)) for lo, hi in bins if min(hi, seen) >= lo]
+
+
 class ForegroundMotion(Metric):
     """``update(pred, target, context)``: pred/target (B, T, C, H, W) in [0, 1] continuing ``context``
     (B, K, C, H, W). ``compute()``: per-horizon curves ``foreground_gen``, ``foreground_real``, ``motion_gen``,
@@ -64,12 +70,8 @@ class ForegroundMotion(Metric):
         with self.sync_context():
             sums = {name: getattr(self, name).clone() for name in
                     ("foreground_gen", "foreground_real", "motion_gen", "motion_real", "count")}
-        seen = int((sums["count"] > 0).sum())
         out = {}
-        for lo, hi in bins:
-            top = min(hi, seen)
-            if top < lo:
-                continue
+        for lo, top in seen_bands(sums["count"], bins):
             band = slice(lo - 1, top)
             for name in ("foreground", "motion"):
                 real, gen = float(sums[f"{name}_real"][band].sum()), float(sums[f"{name}_gen"][band].sum())
@@ -103,10 +105,8 @@ class SampleDiversity(Metric):
         """Per inclusive 1-based band (clipped to the horizons seen); a collective under DDP."""
         with self.sync_context():
             difference, count = self.difference.clone(), self.count.clone()
-        seen = int((count > 0).sum())
-        return {f"diversity_h{lo}-{min(hi, seen)}": float(difference[lo - 1 : min(hi, seen)].sum()
-                                                          / count[lo - 1 : min(hi, seen)].sum())
-                for lo, hi in bins if min(hi, seen) >= lo}
+        return {f"diversity_h{lo}-{top}": float(difference[lo - 1 : top].sum() / count[lo - 1 : top].sum())
+                for lo, top in seen_bands(count, bins)}
 
 
 class RolloutPersistence:

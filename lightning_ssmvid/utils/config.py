@@ -18,6 +18,12 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
 
 
+def project_relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the project when inside it (committed reports hold no machine paths)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
 def instantiate_list(cfg: DictConfig | None) -> list:
     """Instantiate every ``_target_`` node of a mapping (callbacks, loggers); null entries are skipped."""
     if not cfg:
