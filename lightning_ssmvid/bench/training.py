@@ -6,11 +6,16 @@
 One optimiser step = forward, latent loss, backward and AdamW on a (B, L, 128) latent batch through in_proj, the
 core and the head, exactly as ``VideoModel`` trains with ``stages=two_stage``. Median of several steps after a
 warm-up. Target (reported, not asserted): mamba2 at L=1,440, B=8, d_model=256: >= 2,000 latent frames/s.
+
+Second table: the same step for every ``*_long`` experiment as composed (its core sizes, batch size, clip length and
+latent width; the memory arm's small cue head left out), with the selective scan's PyTorch path
+(``SSMVID_FUSED_SCAN=0``: "before" the fused kernel) and with the dispatched path ("after"), side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ from lightning_ssmvid.bench.common import write_json, write_markdown
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.model import VideoModel
+from lightning_ssmvid.ops.selective_scan_cpu import fused_scan_disabled
 
 CORES = {"mamba2": dict(name="mamba2"), "mamba": dict(name="mamba"), "gru": dict(name="gru"),
          "transformer": dict(name="transformer"), "s4d": dict(name="s4d")}
@@ -48,10 +54,54 @@ def measure(core: str, length: int, batch: int, d_model: int, n_layers: int, rep
             "step_s": seconds, "frames_per_s": batch * length / seconds}
 
 
+def _time_steps(model: VideoModel, batch_data: dict, reps: int) -> float:
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    times = []
+    for i in range(reps + 1):
+        start = time.perf_counter()
+        loss = model.losses(batch_data)[0]["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i:  # the first step is the warm-up
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_experiment(name: str, reps: int, quick: bool = False) -> dict:
+    """Stage-3 step of the composed experiment ``name`` with the PyTorch scan ("before") and the dispatched one."""
+    from hydra.utils import instantiate
+
+    from lightning_ssmvid.utils.config import compose_train_config
+
+    overrides = [f"experiment={name}", "model.cue_weight=0"]
+    if quick:
+        overrides += ["core.d_model=32", "core.n_layers=1", "data.clip_length=32", "data.batch_size=2"]
+    cfg = compose_train_config(*overrides)
+    batch, length, latent = int(cfg.data.batch_size), int(cfg.data.clip_length), int(cfg.codec.latent_dim)
+    row = {"experiment": name, "core": str(cfg.core.name), "batch": batch, "length": length,
+           "d_model": int(cfg.core.d_model), "n_layers": int(cfg.core.n_layers)}
+    for label, scan_paths in (("before", fused_scan_disabled), ("after", contextlib.nullcontext)):
+        with scan_paths():
+            torch.manual_seed(0)
+            model = instantiate(cfg.model)
+            seconds = _time_steps(model, {"latents": torch.randn(batch, length, latent)}, reps)
+        row[f"{label}_frames_per_s"] = batch * length / seconds
+    return row
+
+
+def long_experiments() -> list[str]:
+    from lightning_ssmvid.utils.config import CONFIG_DIR
+
+    return sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*_long.yaml"))
+
+
 def run(quick: bool = False) -> dict:
     length, batch, d_model, n_layers, reps = (96, 2, 32, 2, 2) if quick else (1440, 8, 256, 4, 5)
     results = [measure(core, length, batch, d_model, n_layers, reps) for core in CORES]
-    return {"quick": quick, "threads": torch.get_num_threads(), "results": results}
+    experiments = [measure_experiment(name, 1 if quick else 3, quick) for name in long_experiments()]
+    return {"quick": quick, "threads": torch.get_num_threads(), "results": results, "experiments": experiments}
 
 
 def main() -> None:
@@ -65,7 +115,13 @@ def main() -> None:
              f"{r['step_s']:.3f}", f"{r['frames_per_s']:.0f}"] for r in results["results"]]
     write_markdown(args.out / "training.md", "Core training on cached latents",
                    ["core", "L", "B", "d_model", "layers", "step s", "latent frames/s"], rows, __doc__)
-    for row in rows:
+    exp_rows = [[r["experiment"], r["core"], str(r["batch"]), str(r["length"]), str(r["d_model"]), str(r["n_layers"]),
+                 f"{r['before_frames_per_s']:.0f}", f"{r['after_frames_per_s']:.0f}",
+                 f"{r['after_frames_per_s'] / r['before_frames_per_s']:.2f}x"] for r in results["experiments"]]
+    write_markdown(args.out / "training_experiments.md", "Stage-3 training of every *_long experiment",
+                   ["experiment", "core", "B", "L", "d_model", "layers", "before (torch scan) frames/s",
+                    "after frames/s", "after / before"], exp_rows, __doc__)
+    for row in rows + exp_rows:
         print(" | ".join(row))
 
 

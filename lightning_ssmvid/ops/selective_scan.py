@@ -1,4 +1,5 @@
-"""Mamba (v1) selective scan: a fast pure-PyTorch path, a sequential reference, and the CUDA kernel when available.
+"""Mamba (v1) selective scan: a fused C++ CPU kernel, a chunked pure-PyTorch path, a sequential reference, and the
+``mamba_ssm`` CUDA kernel when available (``selective_scan`` dispatches; ``selective_scan_ref`` is the reference).
 
 Same meaning and shapes as ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``::
 
@@ -19,6 +20,8 @@ inputs inside the loop, never materialised as (B, D, L, N) tensors; each loop ``
 (subnormal floats are ~30x slower on CPU); long sequences run in blocks under activation checkpointing.
 Measured on a 2-core CPU at Mamba shapes this is only on par with / slightly faster than the sequential reference
 (both are bound by ~15 elementwise passes per (B, D, L, N) element); its gains are at small B * D * N and memory.
+That is why CPU runs use the fused kernel (``selective_scan_cpu``), which makes one pass with the state in cache;
+this path remains the fallback (other dtypes, time-invariant B/C, no compiler).
 """
 
 from __future__ import annotations
@@ -28,18 +31,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from lightning_ssmvid.ops.decay import EXP_CLAMP, exp_clamped  # noqa: F401 - re-exported
+from lightning_ssmvid.ops.dispatch import log_fallback
+from lightning_ssmvid.ops.selective_scan_cpu import enabled as fused_enabled
+from lightning_ssmvid.ops.selective_scan_cpu import fused_selective_scan, kernel
+from lightning_ssmvid.ops.selective_scan_cuda import selective_scan_with_state
+
 try:  # pragma: no cover - mamba_ssm is not installed in CPU environments
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan_fn
 except Exception:  # noqa: BLE001 - any import failure means "no kernel"
     _cuda_selective_scan_fn = None
-
-# exp(x) for x below this is replaced by an exact zero (exp(-60) ~ 1e-26: far below fp32/fp64 tolerance of use).
-EXP_CLAMP = -60.0
-
-
-def exp_clamped(x: Tensor) -> Tensor:
-    """``exp(x)`` with exact zeros (and zero gradient) where ``x < EXP_CLAMP`` (including ``-inf``)."""
-    return torch.exp(x.masked_fill(x < EXP_CLAMP, float("-inf")))
 
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
@@ -180,12 +181,47 @@ def _scan_block(u, delta, A, Bx, Cx, h, chunk_size):
     return y.permute(1, 3, 2, 0).reshape(batch, dim, nc * T)[..., :length], h
 
 
+def selective_scan_fused(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         initial_state=None, return_last_state=False):
+    """The fused C++ CPU kernel (``selective_scan_cpu``) for the recurrence; delta, the D skip and the gate stay in
+    PyTorch (cheap (B, D, L) passes). B, C must be (B, N, L) or (B, G, N, L)."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    h0 = u.new_zeros(u.shape[0], u.shape[1], A.shape[1]) if initial_state is None else initial_state.to(u.dtype)
+    y, last = fused_selective_scan(u, delta, A.to(u.dtype), B.to(u.dtype), C.to(u.dtype), h0)
+    y = _finish(y, u, D, z)
+    return (y, last) if return_last_state else y
+
+
+def _fused_cpu_reason(u: Tensor, B: Tensor, C: Tensor) -> str | None:
+    """Why the fused CPU kernel cannot take these inputs (None: it can)."""
+    if u.dtype not in (torch.float32, torch.float64):
+        return f"dtype {u.dtype}"
+    if B.dim() == 2 or C.dim() == 2 or B.shape != C.shape:
+        return "time-invariant or differently shaped B, C"
+    if not fused_enabled():
+        return "SSMVID_FUSED_SCAN=0"
+    if kernel() is None:
+        return "the fused kernel could not be built"
+    return None
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    initial_state=None, return_last_state=False):
-    """Selective scan: the ``mamba_ssm`` CUDA kernel when importable, on CUDA and without ``initial_state``
-    (the kernel takes none); otherwise the chunked PyTorch path."""
-    if _cuda_selective_scan_fn is not None and u.is_cuda and initial_state is None:  # pragma: no cover
-        return _cuda_selective_scan_fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                       delta_softplus=delta_softplus, return_last_state=return_last_state)
-    return selective_scan_torch(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-                                initial_state=initial_state, return_last_state=return_last_state)
+    """Selective scan dispatch: on CUDA the ``mamba_ssm`` kernel (a carried ``initial_state`` is added in closed
+    form, see ``selective_scan_cuda``); on CPU the fused C++ kernel; otherwise, with a log line naming why, the
+    chunked PyTorch path."""
+    kw = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, initial_state=initial_state,
+              return_last_state=return_last_state)
+    if u.is_cuda:
+        reason = "mamba_ssm is not installed" if _cuda_selective_scan_fn is None else None
+        if reason is None:  # pragma: no cover - needs a GPU
+            return selective_scan_with_state(_cuda_selective_scan_fn, u, delta, A, B, C, **kw)
+    else:
+        reason = _fused_cpu_reason(u, B, C)
+        if reason is None:
+            return selective_scan_fused(u, delta, A, B, C, **kw)
+    log_fallback("selective_scan", u.device.type, reason)
+    return selective_scan_torch(u, delta, A, B, C, **kw)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_ssmvid.ops.selective_scan import exp_clamped
+from lightning_ssmvid.ops.decay import exp_clamped
+from lightning_ssmvid.ops.dispatch import log_fallback
 
 try:  # pragma: no cover - mamba_ssm is not installed in CPU environments
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as _cuda_chunk_scan
@@ -122,9 +123,10 @@ def ssd_scan_torch(x, dt, A, B, C, chunk_size=64, D=None, initial_states=None, r
 
 def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, initial_states=None, return_final_states=True):
     """SSD scan: the ``mamba_ssm`` Triton kernel when importable and on CUDA, else the chunked PyTorch path."""
-    if _cuda_chunk_scan is not None and x.is_cuda:  # pragma: no cover
-        out = _cuda_chunk_scan(x, dt, A, B, C, chunk_size, D=D, initial_states=initial_states,
-                               return_final_states=return_final_states)
-        return out
+    if x.is_cuda:
+        if _cuda_chunk_scan is not None:  # pragma: no cover - needs a GPU; the Triton kernel takes initial_states
+            return _cuda_chunk_scan(x, dt, A, B, C, chunk_size, D=D, initial_states=initial_states,
+                                    return_final_states=return_final_states)
+        log_fallback("ssd_scan", "cuda", "mamba_ssm is not installed")
     return ssd_scan_torch(x, dt, A, B, C, chunk_size=chunk_size, D=D, initial_states=initial_states,
                           return_final_states=return_final_states)
