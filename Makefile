@@ -8,7 +8,7 @@ experiment ?= smoke
 args ?=
 
 .DEFAULT_GOAL := train
-.PHONY: train test data evaluate generate bench table reproduce sweep agent dashboard wandb-report clean help
+.PHONY: train test data evaluate generate bench bench-gpu table reproduce sweep agent dashboard wandb-report clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -36,6 +36,10 @@ generate: $(STAMP) ## roll a checkpoint out: make generate ckpt=PATH frames=N [c
 
 bench: $(STAMP) ## run every benchmark -> reports/bench/ (make bench args="--quick" for a smoke check)
 	$(PY) -m lightning_ssmvid.bench $(args)
+
+bench-gpu: $(STAMP) ## on a CUDA machine: scan parity, bf16 core steps, a short GPU run -> reports/bench/gpu.md (~8 min)
+	$(PY) -m pip install --quiet -e ".[cuda]" || echo "mamba-ssm not installed: the CUDA scans will be reported as PyTorch fall-backs"
+	$(PY) -m lightning_ssmvid.bench.gpu $(args)
 
 table: $(STAMP) ## build reports/comparison.md from the runs' summary.json files
 	$(PY) -m lightning_ssmvid.report

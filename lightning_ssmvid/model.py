@@ -17,6 +17,7 @@ from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots
 from lightning_ssmvid.heads import Head, build_head
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.temporal import PooledPSNR
+from lightning_ssmvid.utils.loggers import wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,7 @@ class VideoModel(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["run_config"] = self.run_config
+        checkpoint["wandb_run_id"] = wandb_run_id(self.loggers)  # a resume continues this W&B run
         checkpoint["nonfinite_steps_skipped"] = self.skipped_nonfinite
         # a resumed stream goes on with the state it had: every rank's own (rank 0 writes the file)
         checkpoint["stream_state_by_rank"] = gather_state_from_ranks(detach_state(self.stream_state))

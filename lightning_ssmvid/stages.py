@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.codecs.pretrain import pretrain_codec
 from lightning_ssmvid.data.datamodule import VideoDataModule
-from lightning_ssmvid.data.latent_cache import build_latent_cache, file_sha256
+from lightning_ssmvid.data.latent_cache import build_latent_cache
 from lightning_ssmvid.data.video_folder import ClipDataset, RandomClipSampler, collate_clips
+from lightning_ssmvid.utils.checkpoints import read_checkpoint
 from lightning_ssmvid.utils.errors import UserError
-from lightning_ssmvid.utils.files import config_hash
+from lightning_ssmvid.utils.files import config_hash, write_json_atomic
+from lightning_ssmvid.utils.integrity import damaged, record, sha256, summary
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,11 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     if cfg.stages.codec_checkpoint:
         path = Path(cfg.stages.codec_checkpoint)
         if not path.is_file():
-            raise FileNotFoundError(f"stages.codec_checkpoint={path} does not exist")
+            raise UserError(f"stages.codec_checkpoint={path} does not exist; pass a codec.pt written by stage 1, or null")
         return path
     identity = codec_identity(cfg, datamodule)
     path = Path(cfg.stages.cache_root) / "codecs" / config_hash(identity) / "codec.pt"
-    if path.is_file():
+    if path.is_file() and codec_intact(path):
         log.info("stage 1 skipped: codec %s exists", path)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,15 +75,42 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     pretrain_codec(instantiate(cfg.codec), loader, path, settings.steps, settings.lr,
                    accelerator=cfg.trainer.accelerator, seed=codec_seed(cfg),
                    foreground_weight=settings.get("foreground_weight", 30.0))
+    write_json_atomic(path.parent / "manifest.json", {"files": record(path.parent, [path])})
     return path
+
+
+def codec_intact(path: Path) -> bool:
+    """A stage-1 codec matches the size and sha256 its manifest recorded (one without a manifest, from an older
+    version, must at least open); if not, it is removed with a log line and trained again."""
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():
+        problems = damaged(path.parent, json.loads(manifest.read_text()).get("files", {}))
+    else:
+        try:
+            read_checkpoint(path)
+            problems = {}
+        except UserError as error:
+            problems = {path.name: str(error)}
+    if problems:
+        log.warning("stage-1 codec %s is damaged: %s; training it again", path, summary(problems))
+        path.unlink(missing_ok=True)
+    return not problems
+
+
+def load_codec_state(path: Path) -> dict:
+    """The codec weights of a ``codec.pt`` (opened without running code); a file without them is named."""
+    state = read_checkpoint(path).get("state_dict")
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a codec checkpoint (no state_dict); pass a codec.pt written by stage 1")
+    return state
 
 
 def ensure_latent_cache(cfg: DictConfig, datamodule: VideoDataModule, codec_path: Path) -> Path:
     """Stage 2: every train/val video encoded once with the stage-1 codec (keyed by the codec file's hash)."""
     codec = instantiate(cfg.codec)
-    codec.load_state_dict(torch.load(codec_path, map_location="cpu", weights_only=True)["state_dict"])
+    codec.load_state_dict(load_codec_state(codec_path))
     dataset_dir = datamodule.dataset_dir
-    key = config_hash({"codec_sha256": file_sha256(codec_path), "data": data_fingerprint(datamodule)})
+    key = config_hash({"codec_sha256": sha256(codec_path), "data": data_fingerprint(datamodule)})
     cache_dir = Path(cfg.stages.cache_root) / "latents" / key
     videos = [v.path for v in datamodule.train_set.videos + datamodule.val_set.videos]
     build_latent_cache(codec, dataset_dir, videos, cache_dir, datamodule.frame_size,
@@ -107,7 +137,7 @@ def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> No
     with stage_lock(Path(cfg.stages.cache_root)):
         codec_path = ensure_codec(cfg, datamodule)
         cache_dir = ensure_latent_cache(cfg, datamodule, codec_path)
-    model.codec.load_state_dict(torch.load(codec_path, map_location="cpu", weights_only=True)["state_dict"])
+    model.codec.load_state_dict(load_codec_state(codec_path))
     model.codec_source = str(codec_path)
     datamodule.use_latent_cache(cache_dir)
     log.info("two-stage: codec %s, latents %s", codec_path, cache_dir)

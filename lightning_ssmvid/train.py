@@ -18,7 +18,7 @@ from lightning_ssmvid.stages import prepare_two_stage
 from lightning_ssmvid.utils.checkpoints import read_checkpoint
 from lightning_ssmvid.utils.config import CONFIG_DIR, instantiate_list
 from lightning_ssmvid.utils.errors import user_errors
-from lightning_ssmvid.utils.loggers import finish_wandb
+from lightning_ssmvid.utils.loggers import finish_wandb, instantiate_loggers
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,14 @@ def train(cfg: DictConfig) -> dict:
         raise ValueError(f"stages.mode must be 'joint' or 'two_stage', got {cfg.stages.mode!r}")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_list(cfg.get("callbacks"))
-    loggers = instantiate_list(cfg.get("logger"))
+    ckpt_path = cfg.get("ckpt_path") or own_last_checkpoint(cfg)
+    # resuming: metrics.csv gets the new rows and W&B continues the checkpoint's run (offline too)
+    loggers = instantiate_loggers(cfg.get("logger"), resume_from=read_checkpoint(ckpt_path) if ckpt_path else None)
     try:
         for logger in loggers:  # the resolved config as the run's hyper-parameters (W&B groups and filters by them)
             logger.log_hyperparams(model.run_config)
         trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or own_last_checkpoint(cfg),
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path,
                     weights_only=True)  # a checkpoint is a pickle: never run code from one
     finally:
         finish_wandb(loggers)

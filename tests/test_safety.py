@@ -94,6 +94,8 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     ("data.frame_size=0", "data.frame_size=0: must be an integer >= 8"),
     ("core.d_model=-1", "core.d_model=-1: must be a positive integer"),
     ("stages=two_stage stages.codec_training.steps=0", "stages.codec_training.steps=0: must be an integer >= 1"),
+    ("data=video_folder", "data.root is not set: pass data.root=DIR, the folder of your videos"),
+    ("data=video_folder data.root=/no/such/videos", "data.root: data folder /no/such/videos does not exist"),
 ])
 def test_bad_sizes_are_one_line_errors_before_any_work(tmp_path, override, message):
     done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none", *override.split(),

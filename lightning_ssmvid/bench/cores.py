@@ -131,6 +131,14 @@ def measure_scans(length: int, batch: int, d_model: int, reps: int = 3) -> dict:
             result[f"{label}_s"] = statistics.median(_time_fwd_bwd(run, reps, 1))
         result["speedup"] = result["reference_s"] / result["fast_s"]
         out[name] = result
+    out["ssd_scan"]["chunk_sizes"] = {}  # the chunk size is chosen by this sweep (the Mamba-2 core uses 64)
+    for chunk in (16, 32, 64, 128, 256):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in ssd.items()}
+
+        def run(chunk=chunk, leaves=leaves):
+            ssd_scan_torch(**leaves, chunk_size=chunk)[0].square().mean().backward()
+
+        out["ssd_scan"]["chunk_sizes"][str(chunk)] = statistics.median(_time_fwd_bwd(run, max(3, reps), 1))
     return out
 
 
@@ -181,7 +189,7 @@ def run(quick: bool = False, only: list[str] | None = None, previous: dict | Non
             prev = (length, row)
             print(f"{key:20s} L={length:6d} {row}", file=sys.stderr, flush=True)
         results["cores"][key] = rows
-    if only and previous:
+    if only and previous and "scans" not in only:
         results["scans"] = previous["scans"]
     else:
         results["scans"] = measure_scans(cfg["scan_length"], cfg["batch"], cfg["d_model"], reps=1 if not quick else 2)
@@ -258,6 +266,9 @@ def write_reports(results: dict, out_dir: str | Path = "reports/bench") -> tuple
         chunked = f"{r['chunked_s']:.3f}" if "chunked_s" in r else "(same)"
         lines.append(f"| {name} | {r['length']} | {r['path']} | {r['fast_s']:.3f} | {chunked} | "
                      f"{r['reference_s']:.3f} | {r['speedup']:.1f}x |")
+    sweep = results["scans"]["ssd_scan"].get("chunk_sizes")
+    if sweep:
+        lines += ["", "SSD chunk size sweep (fwd+bwd s): " + ", ".join(f"{k}: {v:.3f}" for k, v in sweep.items())]
     t = results["targets"]
     fmt = lambda v: "n/a" if v is None else f"{v:.1f}x"  # noqa: E731
     lines += ["", "## Targets (reported, not asserted)", ""]
@@ -286,7 +297,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads (default 2, the figure the targets are stated at; on a shared CPU, 2+ "
                              "threads make timings of small sequential ops more erratic)")
-    parser.add_argument("--only", help="comma-separated cores to re-measure, merged into OUT/cores.json")
+    parser.add_argument("--only", help="comma-separated cores (or 'scans') to re-measure, merged into OUT/cores.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this subprocess
     args = parser.parse_args()
     if not args.one:

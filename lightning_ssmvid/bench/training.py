@@ -7,9 +7,7 @@ One optimiser step = forward, latent loss, backward and AdamW on a (B, L, 128) l
 core and the head, exactly as ``VideoModel`` trains with ``stages=two_stage``. Median of several steps after a
 warm-up. Target (reported, not asserted): mamba2 at L=1,440, B=8, d_model=256: >= 2,000 latent frames/s.
 
-Second table: the same step for every ``*_long`` experiment as composed (its core sizes, batch size, clip length and
-latent width; the memory arm's small cue head left out), with the selective scan's PyTorch path
-(``SSMVID_FUSED_SCAN=0``: "before" the fused kernel) and with the dispatched path ("after"), side by side.
+Second table (``training_experiments.md``): the same step for every ``*_long`` experiment, see ``EXPERIMENTS``.
 """
 
 from __future__ import annotations
@@ -27,6 +25,17 @@ from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.model import VideoModel
 from lightning_ssmvid.ops.selective_scan_cpu import fused_scan_disabled
+
+EXPERIMENTS = """Stage-3 training of every ``*_long`` experiment
+
+    python -m lightning_ssmvid.bench.training           # -> reports/bench/training_experiments.md
+
+One optimiser step (as above) of each ``*_long`` experiment as composed: its core sizes, batch size, clip length
+and latent width (the memory arm's small cue head left out). "before": the selective scan's PyTorch path
+(``SSMVID_FUSED_SCAN=0``); "after": the dispatched path (on CPU, the fused C++ kernel). Only cores that run the
+selective scan (mamba) can change: the other rows measure how much two identical runs differ on this machine.
+Before and after steps alternate, median of 5 each after a warm-up round.
+"""
 
 CORES = {"mamba2": dict(name="mamba2"), "mamba": dict(name="mamba"), "gru": dict(name="gru"),
          "transformer": dict(name="transformer"), "s4d": dict(name="s4d")}
@@ -54,19 +63,21 @@ def measure(core: str, length: int, batch: int, d_model: int, n_layers: int, rep
             "step_s": seconds, "frames_per_s": batch * length / seconds}
 
 
-def _time_steps(model: VideoModel, batch_data: dict, reps: int) -> float:
-    optimizer = model.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    times = []
-    for i in range(reps + 1):
+class _Stepper:
+    """One model and optimiser; ``step()`` times one optimiser step on ``batch_data``."""
+
+    def __init__(self, model: VideoModel, batch_data: dict):
+        optimizer = model.configure_optimizers()
+        self.model, self.batch = model, batch_data
+        self.optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+
+    def step(self) -> float:
         start = time.perf_counter()
-        loss = model.losses(batch_data)[0]["loss"]
-        optimizer.zero_grad()
+        loss = self.model.losses(self.batch)[0]["loss"]
+        self.optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
-        if i:  # the first step is the warm-up
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.optimizer.step()
+        return time.perf_counter() - start
 
 
 def measure_experiment(name: str, reps: int, quick: bool = False) -> dict:
@@ -82,12 +93,19 @@ def measure_experiment(name: str, reps: int, quick: bool = False) -> dict:
     batch, length, latent = int(cfg.data.batch_size), int(cfg.data.clip_length), int(cfg.codec.latent_dim)
     row = {"experiment": name, "core": str(cfg.core.name), "batch": batch, "length": length,
            "d_model": int(cfg.core.d_model), "n_layers": int(cfg.core.n_layers)}
-    for label, scan_paths in (("before", fused_scan_disabled), ("after", contextlib.nullcontext)):
-        with scan_paths():
-            torch.manual_seed(0)
-            model = instantiate(cfg.model)
-            seconds = _time_steps(model, {"latents": torch.randn(batch, length, latent)}, reps)
-        row[f"{label}_frames_per_s"] = batch * length / seconds
+    paths = {"before": fused_scan_disabled, "after": contextlib.nullcontext}
+    steppers, times = {}, {label: [] for label in paths}
+    for label in paths:
+        torch.manual_seed(0)
+        steppers[label] = _Stepper(instantiate(cfg.model), {"latents": torch.randn(batch, length, latent)})
+    for i in range(reps + 1):  # alternating before/after steps, so drifts of a shared machine hit both alike
+        for label, scan_paths in paths.items():
+            with scan_paths():
+                seconds = steppers[label].step()
+            if i:  # the first round is the warm-up
+                times[label].append(seconds)
+    for label in paths:
+        row[f"{label}_frames_per_s"] = batch * length / statistics.median(times[label])
     return row
 
 
@@ -100,7 +118,7 @@ def long_experiments() -> list[str]:
 def run(quick: bool = False) -> dict:
     length, batch, d_model, n_layers, reps = (96, 2, 32, 2, 2) if quick else (1440, 8, 256, 4, 5)
     results = [measure(core, length, batch, d_model, n_layers, reps) for core in CORES]
-    experiments = [measure_experiment(name, 1 if quick else 3, quick) for name in long_experiments()]
+    experiments = [measure_experiment(name, 1 if quick else 5, quick) for name in long_experiments()]
     return {"quick": quick, "threads": torch.get_num_threads(), "results": results, "experiments": experiments}
 
 
@@ -120,7 +138,7 @@ def main() -> None:
                  f"{r['after_frames_per_s'] / r['before_frames_per_s']:.2f}x"] for r in results["experiments"]]
     write_markdown(args.out / "training_experiments.md", "Stage-3 training of every *_long experiment",
                    ["experiment", "core", "B", "L", "d_model", "layers", "before (torch scan) frames/s",
-                    "after frames/s", "after / before"], exp_rows, __doc__)
+                    "after frames/s", "after / before"], exp_rows, EXPERIMENTS)
     for row in rows + exp_rows:
         print(" | ".join(row))
 

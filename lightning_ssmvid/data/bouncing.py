@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,8 +12,10 @@ from rich.progress import track
 
 from lightning_ssmvid.data.video_io import write_video
 from lightning_ssmvid.utils.files import config_hash, write_json_atomic
+from lightning_ssmvid.utils.integrity import damaged, record, summary
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 def render_bouncing_clip(rng: np.random.Generator, n_frames: int, frame_size: int, n_shapes: int):
@@ -48,7 +52,14 @@ class BouncingShapes:
         config = asdict(self)
         out = Path(root) / f"bouncing-{config_hash(config)}"
         if (out / MANIFEST).exists():
-            return out
+            problems = damaged(out, json.loads((out / MANIFEST).read_text()).get("files", {}))
+            if not problems:
+                return out
+            log.warning("bouncing data set %s: %d damaged file(s): %s; rewriting them", out.name, len(problems),
+                        summary(problems))
+            for name in problems:
+                (out / name).unlink(missing_ok=True)
+            (out / MANIFEST).unlink()
         clips = [("train", i) for i in range(self.n_train)] + [("val", i) for i in range(self.n_val)]
         for split, index in track(clips, description=f"writing bouncing shapes to {out}"):
             path = out / split / f"clip_{index:05d}.mp4"
@@ -56,6 +67,7 @@ class BouncingShapes:
                 continue  # written atomically, so an existing file is complete
             rng = np.random.default_rng([self.seed, 0 if split == "train" else 1, index])
             write_video(path, render_bouncing_clip(rng, self.n_frames, self.render_size, self.n_shapes), fps=self.fps)
-        write_json_atomic(out / MANIFEST, {"generator": "bouncing", "config": config})
+        files = [out / split / f"clip_{index:05d}.mp4" for split, index in clips]
+        write_json_atomic(out / MANIFEST, {"generator": "bouncing", "config": config, "files": record(out, files)})
         return out
 

@@ -98,9 +98,11 @@ class VideoDataModule(L.LightningDataModule):
             return
         folder = self.dataset_dir
         if not folder.is_dir():
-            raise FileNotFoundError(f"data folder {folder} does not exist")
+            raise UserError(f"data.root: data folder {folder} does not exist; pass data.root=DIR, a folder of videos "
+                            "(with train/ and val/ subfolders, or videos split by data.val_fraction)")
         if (folder / "train").is_dir() and not (folder / self.val_split).is_dir():
-            raise FileNotFoundError(f"{folder} has a train/ folder but no {self.val_split}/ folder (data.val_split)")
+            raise UserError(f"{folder} has a train/ folder but no {self.val_split}/ folder: add it, or set "
+                            f"data.val_split to the folder that holds the validation videos")
         if (folder / "train").is_dir():
             splits = {"train": self._scan(list_videos(folder / "train"), "train"),
                       "val": self._scan(list_videos(folder / self.val_split), self.val_split)}
@@ -109,7 +111,7 @@ class VideoDataModule(L.LightningDataModule):
         for split, videos in splits.items():
             if not videos:
                 span = (self.clip_length - 1) * self.stride + 1
-                raise FileNotFoundError(f"no readable video with at least {span} frames in {folder} ({split} split; "
+                raise UserError(f"no readable video with at least {span} frames in {folder} ({split} split; "
                                         f"skipped: {self.skipped or 'none'})")
         self.train_set, self.val_set = self._dataset(splits["train"]), self._dataset(splits["val"])
 

@@ -7,7 +7,7 @@ set gets a new cache and an old one is never read by mistake.
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,17 +20,12 @@ from torch import nn
 from lightning_ssmvid.data.video_io import open_video, read_frames
 from lightning_ssmvid.model import to_unit
 from lightning_ssmvid.utils.files import write_json_atomic
+from lightning_ssmvid.utils.integrity import damaged, record, summary
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_path(cache_dir: Path, dataset_dir: Path, video: Path) -> Path:
@@ -39,7 +34,19 @@ def cache_path(cache_dir: Path, dataset_dir: Path, video: Path) -> Path:
 
 
 def is_complete(cache_dir: Path) -> bool:
-    return (cache_dir / MANIFEST).is_file()
+    """The manifest exists and every file it records is intact; damaged files (and the manifest) are removed, with
+    a log line, so that the build re-encodes exactly those videos."""
+    if not (cache_dir / MANIFEST).is_file():
+        return False
+    problems = damaged(cache_dir, json.loads((cache_dir / MANIFEST).read_text()).get("files", {}))
+    if not problems:
+        return True
+    log.warning("latent cache %s: %d damaged file(s): %s; re-encoding them", cache_dir, len(problems),
+                summary(problems))
+    for name in problems:
+        (cache_dir / name).unlink(missing_ok=True)
+    (cache_dir / MANIFEST).unlink()
+    return False
 
 
 @torch.no_grad()
@@ -66,8 +73,10 @@ def build_latent_cache(codec: nn.Module, dataset_dir: Path, videos: list[Path], 
                 del latents
                 os.replace(tmp, target)
             progress.advance(task)
+    arrays = [cache_path(cache_dir, dataset_dir, v) for v in videos]
     write_json_atomic(cache_dir / MANIFEST, {"videos": [str(v.relative_to(dataset_dir)) for v in videos],
-                                             "frame_size": frame_size, "latent_dim": codec.latent_dim})
+                                             "frame_size": frame_size, "latent_dim": codec.latent_dim,
+                                             "files": record(cache_dir, arrays)})
     return cache_dir
 
 

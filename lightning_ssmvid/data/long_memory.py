@@ -44,6 +44,7 @@ import argparse
 import contextlib
 import functools
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -56,6 +57,9 @@ import numpy as np
 
 from lightning_ssmvid.data.video_io import VideoWriter
 from lightning_ssmvid.utils.files import config_hash, write_json_atomic
+from lightning_ssmvid.utils.integrity import damaged, record, summary
+
+log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2  # bump when the rendered data change, so cached sets are regenerated
 SIDECAR_FORMAT = "long_memory/v2"
@@ -515,9 +519,12 @@ def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+CLIP_FILES = (".mp4", ".npz", ".json")  # one clip: the video, its arrays, its sidecar (written last)
+
+
 def clip_complete(split_dir: Path, index: int) -> bool:
     name = clip_name(index)
-    return all((split_dir / f"{name}{ext}").is_file() for ext in (".json", ".mp4", ".npz"))
+    return all((split_dir / f"{name}{ext}").is_file() for ext in CLIP_FILES)
 
 
 def write_clip(config: LongMemoryConfig, split: str, index: int, split_dir: str | os.PathLike) -> Path:
@@ -548,6 +555,26 @@ def _manifest_ok(dataset_dir: Path, config: LongMemoryConfig) -> bool:
         if manifest.get("count") != count or manifest.get("config_hash") != config.hash():
             return False
     return True
+
+
+def _remove_damaged(dataset_dir: Path, config: LongMemoryConfig) -> bool:
+    """Check every recorded clip file against its split manifest; remove the damaged clips (all three files) and
+    the manifest, so that generation rewrites exactly them (the generator is deterministic). True if any."""
+    found = False
+    for split in config.counts():
+        split_dir = dataset_dir / split
+        files = json.loads((split_dir / MANIFEST).read_text()).get("files", {})  # older sets recorded no files
+        problems = damaged(split_dir, files)
+        if not problems:
+            continue
+        log.warning("long-memory data set %s/%s: %d damaged file(s): %s; rewriting those clips", dataset_dir.name,
+                    split, len(problems), summary(problems))
+        for name in problems:
+            for ext in CLIP_FILES:
+                (split_dir / name).with_suffix(ext).unlink(missing_ok=True)
+        (split_dir / MANIFEST).unlink()
+        found = True
+    return found
 
 
 def _remove_stale(split_dir: Path) -> None:
@@ -590,12 +617,12 @@ def generate_long_memory(
     config = config or LongMemoryConfig()
     config.validate()
     dataset_dir = Path(root) / config.dataset_name()
-    if _manifest_ok(dataset_dir, config):
+    if _manifest_ok(dataset_dir, config) and not _remove_damaged(dataset_dir, config):
         return dataset_dir
     dataset_dir.mkdir(parents=True, exist_ok=True)
     with _locked(dataset_dir / ".lock"):
-        if _manifest_ok(dataset_dir, config):  # another process finished it while we waited
-            return dataset_dir
+        if _manifest_ok(dataset_dir, config) and not _remove_damaged(dataset_dir, config):
+            return dataset_dir  # another process finished it while we waited
         write_json_atomic(dataset_dir / "config.json", {
             "generator": "long_memory", "version": GENERATOR_VERSION, "hash": config.hash(), "config": asdict(config),
         })
@@ -610,9 +637,11 @@ def generate_long_memory(
             remaining[split] = len(todo)
 
         def finish(split: str) -> None:
+            names = [clip_name(i) for i in range(config.counts()[split])]
+            files = [dataset_dir / split / f"{name}{ext}" for name in names for ext in CLIP_FILES]
             write_json_atomic(dataset_dir / split / MANIFEST, {
                 "generator": "long_memory", "config_hash": config.hash(), "split": split,
-                "count": config.counts()[split], "clips": [clip_name(i) for i in range(config.counts()[split])],
+                "count": config.counts()[split], "clips": names, "files": record(dataset_dir / split, files),
             })
 
         for split, n in remaining.items():

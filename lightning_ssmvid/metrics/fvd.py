@@ -47,7 +47,6 @@ Missing weights
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import os
@@ -64,6 +63,8 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import Metric
+
+from lightning_ssmvid.utils.integrity import sha256 as file_sha256
 
 __all__ = [
     "FrechetVideoDistance",
@@ -99,15 +100,6 @@ _warned_missing = False  # the "weights absent" warning is logged once per proce
 def fvd_key(prefix: str, n_videos: int, n_frames: int) -> str:
     """Logging key of an FVD computed on ``n_videos`` real and generated clips of ``n_frames`` frames."""
     return f"{prefix}/fvd_{int(n_videos)}x{int(n_frames)}"
-
-
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_torchscript_archive(path: Path) -> bool:

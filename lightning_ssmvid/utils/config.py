@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from datetime import datetime
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -16,6 +18,27 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 
 # conf/paths resolves ${oc.env:PROJECT_ROOT}; set it on import so every entry point and test composes alike.
 os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
+
+
+def new_run_folder(parent: str) -> str:
+    """``parent/<start time>``, created here and now: a second run started in the same second gets ``<time>-2``
+    (``mkdir`` is atomic, so simultaneous starts cannot share a folder). DDP's extra processes are handed the first
+    one's folder by Lightning (``hydra.run.dir=...``) and never call this."""
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    for attempt in itertools.count(1):
+        folder = Path(parent) / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return str(folder)
+    raise AssertionError("unreachable")
+
+
+# hydra.run.dir (conf/hydra/default.yaml) is ${new_run_folder:...}; cached, so every read in a process is one folder.
+if not OmegaConf.has_resolver("new_run_folder"):
+    OmegaConf.register_new_resolver("new_run_folder", new_run_folder, use_cache=True)
 
 
 def project_relative(path: str | os.PathLike) -> str:

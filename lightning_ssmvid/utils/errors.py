@@ -29,9 +29,15 @@ def user_errors():
 
 def user_error_in(error: BaseException | None) -> UserError | None:
     """The ``UserError`` behind ``error`` (Hydra's ``instantiate`` wraps what a constructor raises), if any."""
+    from omegaconf.errors import MissingMandatoryValue
+
     seen = 0
     while error is not None and seen < 10:
         if isinstance(error, UserError):
             return error
+        if isinstance(error, MissingMandatoryValue):  # a ??? key of a config group, e.g. data=video_folder's root
+            key = getattr(error, "full_key", None) or "KEY"
+            hint = "DIR, the folder of your videos" if key == "data.root" else "VALUE"
+            return UserError(f"{key} is not set: pass {key}={hint}")
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None

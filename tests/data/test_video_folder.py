@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.data.datamodule import VideoDataModule
 from lightning_ssmvid.data.video_folder import FixedClipSampler
 from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
@@ -85,7 +86,7 @@ def test_train_and_val_subfolders(tmp_path):
 def test_folder_without_readable_video_names_the_folder(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
     dm = VideoDataModule(root=str(tmp_path), clip_length=8)
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    with pytest.raises(UserError, match=str(tmp_path)):
         dm.setup("fit")
 
 
