@@ -17,7 +17,6 @@ is the parent of the checkpoint's ``checkpoints/`` folder.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -29,7 +28,7 @@ from torch import Tensor
 from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
 from lightning_ssmvid.model import to_unit
-from lightning_ssmvid.utils.errors import UserError
+from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
 
 CHUNK = 64  # real frames read from the source video at a time (side by side)
@@ -276,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, IndexError, UserError) as error:
-        sys.exit(f"error: {error}")
+    with user_errors():  # one line and exit status 2, like every command
+        try:
+            main()
+        except (FileNotFoundError, ValueError, IndexError) as error:  # bad --context/--frames/--out values
+            raise UserError(str(error)) from None

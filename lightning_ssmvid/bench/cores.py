@@ -192,7 +192,7 @@ def run(quick: bool = False, only: list[str] | None = None, previous: dict | Non
     if only and previous and "scans" not in only:
         results["scans"] = previous["scans"]
     else:
-        results["scans"] = measure_scans(cfg["scan_length"], cfg["batch"], cfg["d_model"], reps=1 if not quick else 2)
+        results["scans"] = measure_scans(cfg["scan_length"], cfg["batch"], cfg["d_model"], reps=3 if not quick else 2)
     print(f"scans {results['scans']}", file=sys.stderr, flush=True)
     results["targets"] = _targets(results, cfg)
     return results
@@ -285,7 +285,7 @@ def write_reports(results: dict, out_dir: str | Path = "reports/bench") -> tuple
     growth = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in g["value"].items())
     lines.append(f"- cost growth relative to linear from L={g['from']} to L={g['to']} (target <= 1.3): {growth}")
     if results.get("remeasured"):
-        lines += ["", f"Re-measured in a later run (after an optimisation): {', '.join(results['remeasured'])}."]
+        lines += ["", f"Re-measured in a later run (`--only`), the rest kept from the full run: {', '.join(results['remeasured'])}."]
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path
 
