@@ -8,13 +8,14 @@ experiment ?= smoke
 args ?=
 
 .DEFAULT_GOAL := train
-.PHONY: train test data evaluate generate bench bench-gpu table reproduce sweep agent dashboard wandb-report clean help
+.PHONY: train test lint data evaluate generate bench bench-gpu table reproduce sweep agent dashboard wandb-report clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet torch==2.13.0  # first, so the project's torch range is met by the CPU wheel
+	$(PY) -m pip install --quiet -e ".[all]"   # every extra the targets use (sweeps, SLURM, Optuna, dashboards, tests)
 	touch $(STAMP)
 
 train: $(STAMP) ## train an experiment: make experiment=mamba_long args="trainer.max_epochs=2"
@@ -22,6 +23,9 @@ train: $(STAMP) ## train an experiment: make experiment=mamba_long args="trainer
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -x -q
+
+lint: $(STAMP) ## ruff check (the rules in pyproject.toml)
+	$(PY) -m ruff check lightning_ssmvid tests
 
 data: $(STAMP) ## write the experiment's synthetic data set (cached): make data experiment=NAME
 	$(PY) -m lightning_ssmvid.data.prepare experiment=$(experiment) $(args)

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import wandb_workspaces.reports.v2 as wr
-import wandb_workspaces.workspaces as ws
 from omegaconf import DictConfig
+
+try:  # an optional extra
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+except ImportError:  # pragma: no cover - the Makefile installs it
+    raise SystemExit("error: dashboards need the `dashboards` extra: pip install -e '.[dashboards]' "
+                     "(make dashboard installs it)") from None
 
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.temporal import default_horizon_bins
@@ -137,7 +142,8 @@ def sections(p: Protocol) -> dict[str, list]:
                                                         f"{keys.RECALL_ROLLOUT}_absent"])),
             bars("95% bootstrap intervals over clips (pixel recall, state read-out)",
                  val([t.format(gap=g) for g in gaps for t in (*keys.RECALL_GAP_CI, *keys.PROBE_RECALL_GAP_CI)])),
-            bars("Object not drawn at the reveal (all gaps); worst-colour codec ceiling; read-out on its training events",
+            bars("Object not drawn at the reveal (all gaps); worst-colour codec ceiling; "
+                 "read-out on its training events",
                  val([keys.RECALL_ABSENT, keys.RECALL_CODEC_WORST, keys.PROBE_RECALL, keys.PROBE_TRAIN])),
             bars("Scored events per gap", val(keys.RECALL_EVENTS_GAP.format(gap=g) for g in gaps)),
             wr.LinePlot(title="Cue recall during training", y=val([keys.RECALL])),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -19,14 +20,18 @@ import torch
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
+from lightning_ssmvid.memory_evaluation import MemoryEvaluator, at_sidecar_size, encode_video, load_clip_sidecar
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.fvd import load_fvd_metric
 from lightning_ssmvid.metrics.horizon import horizon_summary, memory_half_lives
-from lightning_ssmvid.memory_evaluation import MemoryEvaluator, at_sidecar_size, encode_video, load_clip_sidecar
 from lightning_ssmvid.metrics.persistence import ForegroundMotion, SampleDiversity
 from lightning_ssmvid.metrics.recall import CueRecall
 from lightning_ssmvid.metrics.temporal import (
-    FlowWarpingError, HorizonQuality, TemporalFlicker, default_horizon_bins, summarise,
+    FlowWarpingError,
+    HorizonQuality,
+    TemporalFlicker,
+    default_horizon_bins,
+    summarise,
 )
 from lightning_ssmvid.model import VideoModel, to_unit
 from lightning_ssmvid.utils.files import write_json_atomic
@@ -58,7 +63,7 @@ class Evaluator:
         return [m for m in (self.quality, self.copy_last, self.persistence, self.diversity, self.flicker, self.warping,
                             self.recall_rollout, self.fvd) if m is not None]
 
-    def to(self, device) -> "Evaluator":
+    def to(self, device) -> Evaluator:
         for metric in self.metrics():
             metric.to(device)
         return self
@@ -257,8 +262,8 @@ def write_samples(samples: list, out_dir: Path, fps: float, context: int) -> lis
     """Write real | generated sample videos as MP4 files (kept in the run folder, and what W&B uploads)."""
     paths = []
     for i, (real, generated) in enumerate(samples):
-        paths.append(write_video(out_dir / f"sample_{i}.mp4", side_by_side(real, generated, context).transpose(0, 2, 3, 1),
-                                 fps=fps, lossless=False))
+        paths.append(write_video(out_dir / f"sample_{i}.mp4",
+                                 side_by_side(real, generated, context).transpose(0, 2, 3, 1), fps=fps, lossless=False))
     return paths
 
 

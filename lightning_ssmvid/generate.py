@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch

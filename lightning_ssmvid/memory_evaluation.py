@@ -14,8 +14,8 @@ One teacher-forced pass per clip (from the latent cache when there is one) gives
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ class MemoryEvaluator:
     def metrics(self) -> list:
         return [self.recall, self.codec, self.oracle, self.copy_last, self.probe]
 
-    def to(self, device) -> "MemoryEvaluator":
+    def to(self, device) -> MemoryEvaluator:
         for metric in self.metrics():
             metric.to(device)
         return self

@@ -12,9 +12,10 @@ import math
 import platform
 import re
 import statistics
+from collections.abc import Sequence
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.stats import t_interval
@@ -115,8 +116,8 @@ def build_rows(runs: dict[str, list[dict]], generation: dict[str, dict]) -> tupl
     order = sorted(runs, key=lambda key: (not runs[key][0]["name"].endswith("_long"), key))
     for key in order:
         summaries = runs[key]
-        values = lambda k: [s["final"].get(k) for s in summaries]  # noqa: E731
-        ci = lambda k: t_interval(values(k))  # noqa: E731
+        values = lambda k, summaries=summaries: [s["final"].get(k) for s in summaries]  # noqa: E731
+        ci = lambda k, values=values: t_interval(values(k))  # noqa: E731
         name, core = summaries[0]["name"], summaries[0].get("core", "?")
         gen = generation.get(name.rsplit("_", 1)[0], {})  # benchmarks are keyed like experiments: transformer_window
         row = [name, summaries[0].get("arm") or "–", core, str(len(summaries)), f"{summaries[0]['params']['core']:,}"]
@@ -284,8 +285,8 @@ def codec_ceiling_lines(runs: dict[str, list[dict]]) -> list[str]:
             per_colour = json.loads(path.read_text()).get("codec_ceiling_per_colour") if path.is_file() else None
             if per_colour:
                 cells = " | ".join(f"{100 * v:.1f}%" for _, v in sorted(per_colour.items(), key=lambda kv: int(kv[0])))
-                return ["Codec ceiling per cue colour (palette index 0..7; the pixel probe on the codec's reconstruction "
-                        f"of the real first reveal frame, from `{summary['run_dir']}`):", "",
+                return ["Codec ceiling per cue colour (palette index 0..7; the pixel probe on the codec's "
+                        f"reconstruction of the real first reveal frame, from `{summary['run_dir']}`):", "",
                         "| " + " | ".join(f"colour {k}" for k in sorted(per_colour, key=int)) + " |",
                         "|" + "---|" * len(per_colour), "| " + cells + " |", ""]
     return []

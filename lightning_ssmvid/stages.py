@@ -54,7 +54,8 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     if cfg.stages.codec_checkpoint:
         path = Path(cfg.stages.codec_checkpoint)
         if not path.is_file():
-            raise UserError(f"stages.codec_checkpoint={path} does not exist; pass a codec.pt written by stage 1, or null")
+            raise UserError(f"stages.codec_checkpoint={path} does not exist; "
+                            "pass a codec.pt written by stage 1, or null")
         return path
     identity = codec_identity(cfg, datamodule)
     path = Path(cfg.stages.cache_root) / "codecs" / config_hash(identity) / "codec.pt"

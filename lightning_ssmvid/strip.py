@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
              f"{head} head, draw seed {args.seed}): {source.name} of {args.split}, {args.context} context frames")
     out = Path(args.out) if args.out else run_folder(args.ckpt) / "generated" / f"strip_{source.stem}.png"
     draw(to_image(context[-1]), real, generated, horizons, title, out)
-    write_json_atomic(out.with_suffix(".json"), {"ckpt": project_relative(args.ckpt), "source": project_relative(source),
+    write_json_atomic(out.with_suffix(".json"), {"ckpt": project_relative(args.ckpt),
+                                                 "source": project_relative(source),
                                                  "seed": args.seed,
                                                  "horizons": horizons,
                                                  "persistence": persistence.summary(rollout_bands(max(horizons)))})

@@ -20,6 +20,7 @@ import yaml
 from hydra.errors import ConfigCompositionException
 
 from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config
+from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.loggers import WANDB_PROJECT, wandb_has_credentials
 
 SWEEP_DIR = CONFIG_DIR / "sweep"
@@ -43,7 +44,11 @@ def propose(spec: dict) -> dict:
     """One parameter set ``{key: value}`` as W&B's sweep engine would propose it first."""
     with warnings.catch_warnings():  # sweeps' pydantic-v1 style config: a warning that is not ours to fix
         warnings.simplefilter("ignore", UserWarning)
-        import sweeps
+        try:
+            import sweeps
+        except ImportError:  # pragma: no cover - the Makefile installs it
+            raise UserError("validating a sweep needs the `sweeps` extra: pip install -e '.[sweeps]' "
+                            "(make sweep installs it)") from None
 
     violations = sweeps.schema_violations_from_proposed_config(spec)
     if violations:

@@ -65,7 +65,8 @@ def test_ddp_trains_validates_and_checkpoints(ddp_run):
 
 
 def test_ddp_resumed_mid_epoch_matches_uninterrupted(ddp_run, tmp_path, data_dir):
-    resumed = train_ddp(tmp_path, data_dir, "trainer.max_steps=7", f"ckpt_path={ddp_run / 'checkpoints' / 'step4.ckpt'}")
+    resumed = train_ddp(tmp_path, data_dir, "trainer.max_steps=7",
+                        f"ckpt_path={ddp_run / 'checkpoints' / 'step4.ckpt'}")
     full, again = (torch.load(run / "checkpoints" / "step6.ckpt", weights_only=False) for run in (ddp_run, resumed))
     assert full["global_step"] == again["global_step"] == 6
     for key, value in full["state_dict"].items():

@@ -140,7 +140,8 @@ def test_memory_probes_score_a_perfect_model_100_and_a_memoryless_one_at_chance(
     clips = [(read_frames(open_video(p), 0, config.n_frames), load_sidecar(p)) for p in sum(splits.values(), [])]
     results = {}
     for memory in (True, False):
-        model, evaluator = OracleModel(clips, memory), MemoryEvaluator(config.gap_bins, n_classes=8, feature_dim=8, batch_size=3)
+        model = OracleModel(clips, memory)
+        evaluator = MemoryEvaluator(config.gap_bins, n_classes=8, feature_dim=8, batch_size=3)
         evaluator.update(model, splits["train"], 64, fit=True)
         evaluator.update(model, splits["test"], 64, fit=False)
         results[memory] = evaluator.compute()

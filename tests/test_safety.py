@@ -103,8 +103,9 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     ("data=video_folder data.root=/no/such/videos", "data.root: data folder /no/such/videos does not exist"),
 ])
 def test_bad_sizes_are_one_line_errors_before_any_work(tmp_path, override, message):
-    done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none", *override.split(),
-                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none",
+                           *override.split(), f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                          timeout=300,
                           check=False)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"error: {message}" in done.stderr and "Traceback" not in done.stderr

@@ -111,8 +111,9 @@ def test_resume_mid_epoch_matches_uninterrupted(compose_cfg, tmp_path, sampling)
     def run(out: str, ckpt_path: str | None = None) -> Path:
         cfg = compose_cfg(*LONG_MEMORY_TINY, "trainer.max_steps=7", "trainer.max_epochs=5", f"data.sampling={sampling}",
                           "data.samples_per_epoch=16", "callbacks.evaluation.n_clips=0",
-                          "+callbacks.model_checkpoint.every_n_train_steps=3", "callbacks.model_checkpoint.monitor=null",
-                          "callbacks.model_checkpoint.save_top_k=-1", "callbacks.model_checkpoint.filename='step{step}'",
+                          "+callbacks.model_checkpoint.every_n_train_steps=3",
+                          "callbacks.model_checkpoint.monitor=null", "callbacks.model_checkpoint.save_top_k=-1",
+                          "callbacks.model_checkpoint.filename='step{step}'",
                           f"ckpt_path={ckpt_path}" if ckpt_path else "ckpt_path=null")
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / out)

@@ -92,7 +92,13 @@ def measure_scans(length: int, batch: int, d_model: int, reps: int = 3) -> dict:
     """Each scan's dispatched path (on CPU: the fused C++ kernel for ``selective_scan``, the chunked form for
     ``ssd_scan``) and its chunked PyTorch form against the plain sequential loop, forward + backward, at the
     cores' shapes, side by side in this process."""
-    from lightning_ssmvid.ops import selective_scan, selective_scan_ref, selective_scan_torch, ssd_scan_ref, ssd_scan_torch
+    from lightning_ssmvid.ops import (
+        selective_scan,
+        selective_scan_ref,
+        selective_scan_torch,
+        ssd_scan_ref,
+        ssd_scan_torch,
+    )
     from lightning_ssmvid.ops.selective_scan import _fused_cpu_reason
 
     torch.manual_seed(0)
@@ -285,7 +291,8 @@ def write_reports(results: dict, out_dir: str | Path = "reports/bench") -> tuple
     growth = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in g["value"].items())
     lines.append(f"- cost growth relative to linear from L={g['from']} to L={g['to']} (target <= 1.3): {growth}")
     if results.get("remeasured"):
-        lines += ["", f"Re-measured in a later run (`--only`), the rest kept from the full run: {', '.join(results['remeasured'])}."]
+        lines += ["", "Re-measured in a later run (`--only`), the rest kept from the full run: "
+                      f"{', '.join(results['remeasured'])}."]
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path
 

@@ -92,8 +92,9 @@ def run(quick: bool = False) -> dict:
 
 def write_reports(results: dict, out_dir: Path) -> None:
     write_json(out_dir / "generation.json", results)
-    rows = [[r["core"], r.get("head", "mse"), f"{r['frames']:,}", f"{r['frames_per_s']:.0f}", f"{r['rss_after_1k_mb']:.0f}",
-             f"{r['rss_end_mb']:.0f}", f"{r['rss_growth_pct_after_1k']:+.1f}%", f"{r['rss_growth_mb_per_1k']:.2f}"]
+    rows = [[r["core"], r.get("head", "mse"), f"{r['frames']:,}", f"{r['frames_per_s']:.0f}",
+             f"{r['rss_after_1k_mb']:.0f}", f"{r['rss_end_mb']:.0f}", f"{r['rss_growth_pct_after_1k']:+.1f}%",
+             f"{r['rss_growth_mb_per_1k']:.2f}"]
             for r in results["results"]]
     write_markdown(out_dir / "generation.md", "Generation benchmark (64x64, decoded and written to MP4)",
                    ["core", "head", "frames", "frames/s", "RSS at 1k MB", "RSS at end MB", "growth after 1k",

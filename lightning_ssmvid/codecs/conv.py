@@ -36,8 +36,9 @@ class ConvCodec(nn.Module):
         self.to_grid = nn.Conv2d(2 * w, self.latent_channels, 1)
         self.to_global = nn.Linear(2 * w, global_dim) if global_dim else None
         self.decoder = nn.Sequential(
-            nn.Conv2d(self.latent_channels + global_dim, 2 * w, 1), nn.SiLU(), nn.ConvTranspose2d(2 * w, 2 * w, 4, 2, 1),
-            nn.SiLU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.SiLU(), nn.ConvTranspose2d(w, channels, 4, 2, 1),
+            nn.Conv2d(self.latent_channels + global_dim, 2 * w, 1), nn.SiLU(),
+            nn.ConvTranspose2d(2 * w, 2 * w, 4, 2, 1), nn.SiLU(),
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.SiLU(), nn.ConvTranspose2d(w, channels, 4, 2, 1),
         )
 
     def encode(self, frames: Tensor) -> Tensor:

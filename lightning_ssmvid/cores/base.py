@@ -13,7 +13,7 @@ State is a flat ``dict[str, Tensor]`` whose tensors all have the batch on dim 0,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

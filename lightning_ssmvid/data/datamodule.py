@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Callable
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from lightning_ssmvid.data.video_folder import (
-    ClipDataset, FixedClipSampler, RandomClipSampler, VideoEntry, collate_clips, scan_videos, split_videos,
-)
 from lightning_ssmvid.data.cue_labels import load_cue_labels
 from lightning_ssmvid.data.latent_cache import load_latents
 from lightning_ssmvid.data.streaming import StreamBatchSampler
+from lightning_ssmvid.data.video_folder import (
+    ClipDataset,
+    FixedClipSampler,
+    RandomClipSampler,
+    VideoEntry,
+    collate_clips,
+    scan_videos,
+    split_videos,
+)
 from lightning_ssmvid.data.video_io import list_videos
 from lightning_ssmvid.utils.errors import UserError
 
@@ -35,7 +40,8 @@ class VideoDataModule(L.LightningDataModule):
     ``sampling="random"``: random clips of ``clip_length``. ``sampling="stream"``: each batch slot walks one video in
     consecutive ``clip_length`` segments; batches add ``reset``/``valid`` (B,) flags and the model carries the core
     state between them. In both modes the position in the epoch is saved in checkpoints (``state_dict``), so a run
-    resumed mid-epoch goes on from the next unseen batch. Both modes shard by DDP rank themselves (use ``trainer.use_distributed_sampler=false``).
+    resumed mid-epoch goes on from the next unseen batch. Both modes shard by DDP rank themselves (use
+    ``trainer.use_distributed_sampler=false``).
     """
 
     def __init__(

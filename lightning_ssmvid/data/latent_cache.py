@@ -1,8 +1,8 @@
 """Stage 2 of two-stage training: every video encoded once into a memory-mapped latent array.
 
-Layout: ``<cache>/<relative video path>.npy`` (e.g. ``train/clip_00001.mp4.npy``) of shape (n_frames, latent_dim) float32, plus ``manifest.json``
-written last. The cache folder is keyed by the codec file's sha256 and the data identity, so a changed codec or data
-set gets a new cache and an old one is never read by mistake.
+Layout: ``<cache>/<relative video path>.npy`` (e.g. ``train/clip_00001.mp4.npy``) of shape (n_frames, latent_dim)
+float32, plus ``manifest.json`` written last. The cache folder is keyed by the codec file's sha256 and the data
+identity, so a changed codec or data set gets a new cache and an old one is never read by mistake.
 """
 
 from __future__ import annotations

@@ -49,9 +49,10 @@ import math
 import multiprocessing
 import os
 import signal
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -251,7 +252,7 @@ def distractor_colours() -> np.ndarray:
 
 
 # Shapes -------------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)  # masks are rasterised at every frame of every clip: build each stamp once
+@functools.cache  # masks are rasterised at every frame of every clip: build each stamp once
 def shape_stamp(shape: str, size: int) -> np.ndarray:
     """(size, size) bool mask of a shape in its bounding box (read-only: it is shared)."""
     stamp = _shape_stamp(shape, int(size))
@@ -713,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     try:
         config = LongMemoryConfig(**args)
     except ValueError as error:
-        raise SystemExit(f"error: {error}")
+        raise SystemExit(f"error: {error}") from None
     out = generate_long_memory(root, config, workers=workers, progress=progress)
     print(out)
     return out

@@ -60,7 +60,7 @@ class VideoWriter:
         self._container.close()
         self.tmp_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -161,7 +161,8 @@ def load_detector(
 
 
 def detector_call_mode(module: nn.Module) -> str | None:
-    """``"kwargs"`` if ``module`` accepts ``rescale/resize/return_features``, ``"plain"`` if not, ``None`` if unknown."""
+    """``"kwargs"`` if ``module`` accepts ``rescale/resize/return_features``, ``"plain"`` if not, ``None`` if
+    unknown."""
     names: set[str] | None = None
     forward = getattr(module, "forward", None)
     schema = getattr(forward, "schema", None)  # TorchScript method
@@ -230,7 +231,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if isinstance(covmean, tuple):  # scipy < 1.16 with disp=False
         covmean = covmean[0]
     if not np.isfinite(covmean).all():
-        warnings.warn("FVD: sqrtm of the covariance product is not finite; adding 1e-6 to the diagonals")
+        warnings.warn("FVD: sqrtm of the covariance product is not finite; adding 1e-6 to the diagonals", stacklevel=2)
         offset = np.eye(sigma1.shape[0]) * 1e-6
         covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
         if isinstance(covmean, tuple):
@@ -277,14 +278,16 @@ class FrechetVideoDistance(Metric):
     ) -> None:
         super().__init__(**kwargs)
         if num_frames < MIN_FRAMES:
-            raise ValueError(f"FVD needs clips of at least {MIN_FRAMES} frames (I3D temporal receptive field); got num_frames={num_frames}")
+            raise ValueError(f"FVD needs clips of at least {MIN_FRAMES} frames (I3D temporal receptive field); "
+                             f"got num_frames={num_frames}")
         if frame_stride < 1:
             raise ValueError(f"frame_stride must be >= 1; got {frame_stride}")
         self.detector_path = None if detector_path is None else str(detector_path)
         self.detector_sha256: str | None = None
         if feature_extractor is None:
             if detector_path is None:
-                raise ValueError(f"FrechetVideoDistance needs a feature_extractor or a detector_path. {_HOW_TO_PROVIDE}")
+                raise ValueError("FrechetVideoDistance needs a feature_extractor or a detector_path. "
+                                 f"{_HOW_TO_PROVIDE}")
             feature_extractor, self.detector_sha256 = load_detector(detector_path, detector_sha256)
         elif detector_sha256 is not None:
             self.detector_sha256 = str(detector_sha256).lower()

@@ -156,7 +156,8 @@ class InceptionI3d(nn.Module):
         for end_point, kind, args in _ENDPOINTS:
             if kind == "unit":
                 cin, cout, kernel, stride = args
-                module: nn.Module = Unit3D(in_channels if cin is None else cin, cout, kernel, stride, name=name + end_point)
+                module: nn.Module = Unit3D(in_channels if cin is None else cin, cout, kernel, stride,
+                                           name=name + end_point)
             elif kind == "pool":
                 kernel, stride = args
                 module = MaxPool3dSamePadding(kernel_size=kernel, stride=stride, padding=0)

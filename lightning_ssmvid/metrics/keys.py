@@ -149,7 +149,8 @@ def scalar_keys(pixels: bool, recon: bool, horizon_bins: Sequence[tuple[int, int
     metrics (none without ``horizon_bins``: no rollout evaluation)."""
     rollout = rollout_keys(horizon_bins, gap_bins, fvd, half_lives) if horizon_bins else []
     psnr_next = [VAL_PSNR_NEXT] if pixels else []
-    return [*loss_keys(pixels, recon, cue), *psnr_next, TRAIN_SKIPPED_NONFINITE, TRAIN_FRAMES_PER_S, PEAK_RSS_MB, *rollout]
+    return [*loss_keys(pixels, recon, cue), *psnr_next, TRAIN_SKIPPED_NONFINITE, TRAIN_FRAMES_PER_S, PEAK_RSS_MB,
+            *rollout]
 
 
 def media_keys(n_samples: int, recall: bool, half_lives: bool = True) -> list[str]:

@@ -9,7 +9,7 @@ ratios per horizon band are ~1 for a rollout that keeps its objects and keeps th
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

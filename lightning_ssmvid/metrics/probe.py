@@ -5,7 +5,7 @@ validation/test clips, per gap bin, with a shuffled-label control and the majori
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

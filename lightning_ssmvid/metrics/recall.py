@@ -13,7 +13,8 @@ scores chance, ``1 / palette_size``; ground truth scores 1. Confidence intervals
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -202,7 +203,8 @@ class CueRecall(Metric):
         for i, b in enumerate(self.gap_bins):
             out[f"recall_gap{b}"] = ratio(self.correct[i], self.total[i])
             lo, hi = bootstrap_ci(clips[bins == i], correct[bins == i])
-            out[f"recall_gap{b}_lo"], out[f"recall_gap{b}_hi"] = (torch.tensor(v, dtype=torch.float64) for v in (lo, hi))
+            out[f"recall_gap{b}_lo"], out[f"recall_gap{b}_hi"] = (torch.tensor(v, dtype=torch.float64)
+                                                                  for v in (lo, hi))
             out[f"recall_absent_gap{b}"] = ratio(self.absent[i], self.total[i])
             out[f"events_gap{b}"] = self.total[i].double()
         out["recall"] = ratio(self.correct.sum(), self.total.sum())

@@ -324,7 +324,8 @@ def warping_error(video: Tensor, flow_video: Tensor | None = None, data_range: f
     if video.shape[1] < 2:
         raise ValueError("warping error needs at least 2 frames")
     if flow_video is not None and flow_video.shape != video.shape:
-        raise ValueError(f"flow_video must have the shape of video; got {tuple(flow_video.shape)} vs {tuple(video.shape)}")
+        raise ValueError(f"flow_video must have the shape of video; got {tuple(flow_video.shape)} "
+                         f"vs {tuple(video.shape)}")
     out = []
     for i in range(video.shape[0]):
         frames = _to_numpy_frames(video[i], data_range)

@@ -106,7 +106,9 @@ class FusedSelectiveScan(torch.autograd.Function):
         return gu, gdelta, gA, gB.transpose(-1, -2), gC.transpose(-1, -2), gh0
 
 
-def fused_selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+def fused_selective_scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor
+) -> tuple[Tensor, Tensor]:
     """See ``FusedSelectiveScan``; B, C of shape (B, N, L) are one group."""
     if B.dim() == 3:
         B, C = B[:, None], C[:, None]

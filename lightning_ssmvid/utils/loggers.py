@@ -47,8 +47,8 @@ def wandb_mode() -> str:
 WANDB_PROJECT = "lightning_ssmvid"  # the default project (conf/logger/wandb.yaml), of sweeps and dashboards too
 
 # W&B run summaries keep the best value of these (the last value is in the history and in summary.json)
-SUMMARIES = {"val/loss": "min", "val/latent_mse": "min", "val/flow_mse": "min", "val/pixel_mse": "min", "val/recon_mse": "min",
-             "val/fvd*": "min", "val/psnr*": "max", "val/ssim*": "max", "val/recall*": "max"}
+SUMMARIES = {"val/loss": "min", "val/latent_mse": "min", "val/flow_mse": "min", "val/pixel_mse": "min",
+             "val/recon_mse": "min", "val/fvd*": "min", "val/psnr*": "max", "val/ssim*": "max", "val/recall*": "max"}
 
 
 def wandb_logger(save_dir: str, **kwargs) -> WandbLogger:
@@ -118,7 +118,8 @@ def wandb_run_id(loggers: list) -> str | None:
 
 
 def finish_wandb(loggers: list) -> None:
-    """End the W&B run of any ``WandbLogger`` in ``loggers``, so that multirun jobs and sweep agents never merge runs."""
+    """End the W&B run of any ``WandbLogger`` in ``loggers``, so that multirun jobs and sweep agents never merge
+    runs."""
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 

@@ -1,4 +1,5 @@
-"""The generation and latent-training benchmarks run at tiny sizes (figures are reported by make bench, not asserted)."""
+"""The generation and latent-training benchmarks run at tiny sizes (figures are reported by make bench, not
+asserted)."""
 
 from lightning_ssmvid.bench import generation, training
 

@@ -15,8 +15,17 @@ import pytest
 
 from lightning_ssmvid.data import long_memory as lm
 from lightning_ssmvid.data.long_memory import (
-    LongMemory, LongMemoryConfig, cue_mask, distractor_colours, generate_long_memory, list_clips, load_sidecar,
-    make_palette, plan_clip, render_frames, shape_stamp,
+    LongMemory,
+    LongMemoryConfig,
+    cue_mask,
+    distractor_colours,
+    generate_long_memory,
+    list_clips,
+    load_sidecar,
+    make_palette,
+    plan_clip,
+    render_frames,
+    shape_stamp,
 )
 from lightning_ssmvid.data.video_io import open_video
 

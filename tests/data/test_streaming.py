@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.data.datamodule import VideoDataModule
 from lightning_ssmvid.data.streaming import StreamBatchSampler, segments_in
 from lightning_ssmvid.data.video_folder import collate_clips
 from lightning_ssmvid.data.video_io import write_video
 from lightning_ssmvid.model import VideoModel
-from lightning_ssmvid.codecs.conv import ConvCodec
 
 
 @pytest.fixture(scope="module")

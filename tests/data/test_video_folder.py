@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.data.datamodule import VideoDataModule
 from lightning_ssmvid.data.video_folder import FixedClipSampler
 from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
+from lightning_ssmvid.utils.errors import UserError
 
 
 def clip(n_frames: int, size: int, value0: int = 0) -> list[np.ndarray]:

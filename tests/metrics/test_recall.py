@@ -7,11 +7,23 @@ import torch
 from torchmetrics.utilities.data import dim_zero_cat, dim_zero_sum
 
 from lightning_ssmvid.data.long_memory import (
-    LongMemoryConfig, cue_mask, generate_long_memory, list_clips, load_sidecar, plan_clip, render_frames,
+    LongMemoryConfig,
+    cue_mask,
+    generate_long_memory,
+    list_clips,
+    load_sidecar,
+    plan_clip,
+    render_frames,
 )
 from lightning_ssmvid.data.video_io import open_video, read_frames
 from lightning_ssmvid.metrics.recall import (
-    ABSENT, CueRecall, classify_colours, nearest_bin, scene_colours, score_clip, score_events,
+    ABSENT,
+    CueRecall,
+    classify_colours,
+    nearest_bin,
+    scene_colours,
+    score_clip,
+    score_events,
 )
 
 # 64 px: this decord build decodes widths that are not multiples of 64 stretched (see tests/data/test_long_memory.py)
@@ -102,7 +114,8 @@ def test_memoryless_controls_score_chance_and_ground_truth_scores_all():
     assert float(result["recall_absent"]) == 0.0
     for b in CHANCE_CONFIG.gap_bins:
         assert float(result[f"recall_gap{b}"]) < 0.3, result
-        assert float(result[f"recall_gap{b}_lo"]) <= float(result[f"recall_gap{b}"]) <= float(result[f"recall_gap{b}_hi"])
+        assert (float(result[f"recall_gap{b}_lo"]) <= float(result[f"recall_gap{b}"])
+                <= float(result[f"recall_gap{b}_hi"]))
     # a video with no object in it is "absent" at every event: wrong, and never read as a palette colour
     result = grey.compute()
     assert float(result["recall"]) == 0.0 and float(result["recall_absent"]) == 1.0

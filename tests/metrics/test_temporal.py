@@ -26,7 +26,8 @@ def rand_video(seed, b=B, t=T, c=C, h=H, w=W, lo=0.0, hi=1.0):
 
 def moving_pattern(b=2, t=5, c=3, size=32, speed=1):
     """A smooth pattern translating by `speed` pixels per frame (plus a per-video phase)."""
-    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+                          indexing="ij")
     frames = []
     for i in range(b):
         clip = []

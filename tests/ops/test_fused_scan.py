@@ -6,8 +6,7 @@ import logging
 import pytest
 import torch
 
-from lightning_ssmvid.ops import selective_scan, selective_scan_ref
-from lightning_ssmvid.ops import dispatch, selective_scan_cpu
+from lightning_ssmvid.ops import dispatch, selective_scan, selective_scan_cpu, selective_scan_ref
 from lightning_ssmvid.ops.selective_scan_cuda import selective_scan_with_state
 from lightning_ssmvid.ops.ssd import ssd_scan, ssd_scan_ref
 from tests.ops.test_selective_scan import inputs
