@@ -30,6 +30,7 @@ from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_ban
 from lightning_ssmvid.model import to_unit
 from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
+from lightning_ssmvid.utils.memory import rss_mb
 
 CHUNK = 64  # real frames read from the source video at a time (side by side)
 RED = np.array([255, 0, 0], np.uint8)
@@ -39,21 +40,7 @@ class DataUnavailableError(FileNotFoundError):
     """The run's data set cannot be read here; ``--context-video`` gives a context from any video file."""
 
 
-# ------------------------------------------------------------------------------------------------- memory, frames
-def rss_mb(field: str = "VmRSS") -> float:
-    """This process's resident memory (``VmRSS``) or its peak so far (``VmHWM``) in MiB, from /proc (Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # peak, KiB on Linux
-
-
+# ---------------------------------------------------------------------------------------------------------- frames
 def to_image(frame: Tensor) -> np.ndarray:
     """(C, H, W) float in [0, 1] or uint8 -> (H, W, 3) uint8."""
     if frame.dtype != torch.uint8:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,7 +16,7 @@ from lightning_ssmvid.data.latent_cache import build_latent_cache
 from lightning_ssmvid.data.video_folder import ClipDataset, RandomClipSampler, collate_clips
 from lightning_ssmvid.utils.checkpoints import read_checkpoint
 from lightning_ssmvid.utils.errors import UserError
-from lightning_ssmvid.utils.files import config_hash, write_json_atomic
+from lightning_ssmvid.utils.files import config_hash, exclusive_lock, write_json_atomic
 from lightning_ssmvid.utils.integrity import damaged, record, sha256, summary
 
 log = logging.getLogger(__name__)
@@ -119,16 +117,9 @@ def ensure_latent_cache(cfg: DictConfig, datamodule: VideoDataModule, codec_path
     return cache_dir
 
 
-@contextmanager
 def stage_lock(root: Path):
     """One process at a time builds stages under ``root`` (parallel experiments, every rank of a SLURM job)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".stages.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(root / ".stages.lock")
 
 
 def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> None:

@@ -21,8 +21,7 @@ from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.fvd import fvd_key
 from lightning_ssmvid.model import VideoModel
 from lightning_ssmvid.train import train
-from tests.conftest import compose_config
-from tests.test_train import LONG_MEMORY_TINY
+from tests.helpers import LONG_MEMORY_TINY, compose_config
 
 # a joint-training SSM core with rollouts on both gap bins: every kind of key (pixel losses, recall, half-lives)
 TINY = [*LONG_MEMORY_TINY, "core=s4d", "callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,28 +13,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from lightning_ssmvid.utils.config import CONFIG_DIR, PROJECT_ROOT
-from tests.test_train import LONG_MEMORY_TINY
+from tests.helpers import TINY_CSV, run_module
 
 pytestmark = pytest.mark.slow
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
-TINY_CSV = [*(o for o in LONG_MEMORY_TINY if not o.startswith("logger=")), "logger=csv"]
 TINY_STREAM = [*TINY_CSV, "data.sampling=stream", "data.samples_per_epoch=16",
                "callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8", "callbacks.evaluation.horizon=16",
                "callbacks.evaluation.max_events_per_clip=2", "+callbacks.model_checkpoint.every_n_train_steps=2",
                "callbacks.model_checkpoint.monitor=null", "callbacks.model_checkpoint.save_top_k=-1",
                "callbacks.model_checkpoint.filename='step{step}'", "trainer.max_epochs=3",
                "trainer.limit_train_batches=3"]
-
-
-def run_module(module: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m module args`` in a fresh process (Lightning starts the second DDP process itself)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, timeout=420)
-    if check:
-        assert result.returncode == 0, (f"{module} {' '.join(args)} failed:\n{result.stdout[-4000:]}\n"
-                                        f"{result.stderr[-4000:]}")
-    return result
 
 
 def train_ddp(log_dir: Path, data_dir: str, *overrides: str) -> Path:

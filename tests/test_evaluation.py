@@ -15,8 +15,7 @@ from lightning_ssmvid.evaluation import Evaluator, evaluate_clips
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.errors import UserError
-from tests.conftest import compose_config
-from tests.test_train import LONG_MEMORY_TINY
+from tests.helpers import LONG_MEMORY_TINY, compose_config
 
 EVAL = ["callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8", "callbacks.evaluation.horizon=24",
         "callbacks.evaluation.max_events_per_clip=2", "data.generator.n_val=2", "trainer.max_epochs=1",
@@ -160,8 +159,9 @@ def test_memory_probes_score_a_perfect_model_100_and_a_memoryless_one_at_chance(
 
 
 def test_free_rollout_recall_scores_memory_and_rollout(tmp_path):
+    from lightning_ssmvid.data.long_memory import generate_long_memory, list_clips, load_sidecar
     from lightning_ssmvid.data.video_io import open_video, read_frames
-    from tests.metrics.test_recall import CONFIG, generate_long_memory, list_clips, load_sidecar
+    from tests.helpers import CONFIG
 
     dataset = generate_long_memory(tmp_path, CONFIG, workers=1, progress=False)
     evaluators = {memory: Evaluator(gap_bins=CONFIG.gap_bins, fvd_frames=0) for memory in (True, False)}

@@ -18,7 +18,7 @@ from lightning_ssmvid.data.video_io import open_video, read_frames, video_size
 from lightning_ssmvid.generate import DataUnavailableError, generate_video, load_checkpoint, main
 from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.errors import UserError
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 SMOKE = ["experiment=smoke", "trainer.max_epochs=1", "logger=none", "data.samples_per_epoch=8"]
 CONTEXT, SIZE = 16, 32  # the CLI's default context; the smoke experiment's frame size

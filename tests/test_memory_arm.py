@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from tests.test_train import LONG_MEMORY_TINY
+from tests.helpers import LONG_MEMORY_TINY
 
 
 @pytest.mark.parametrize("arm, cue_weight, clip_length", [("cue", 1.0, 240), ("generative", 0.0, 240),

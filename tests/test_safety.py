@@ -16,7 +16,7 @@ from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.checkpoints import check_targets, read_checkpoint
 from lightning_ssmvid.utils.config import CONFIG_DIR
 from lightning_ssmvid.utils.errors import UserError
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 TINY = ["experiment=smoke", "trainer.max_epochs=1", "logger=none", "data.samples_per_epoch=8",
         "callbacks.evaluation.n_clips=0"]

@@ -8,8 +8,7 @@ import yaml
 
 from lightning_ssmvid import sweep
 from lightning_ssmvid.train import train
-from tests.test_distributed import TINY_CSV, run_module
-from tests.test_train import shrink_data
+from tests.helpers import TINY_CSV, run_module, shrink_data
 
 
 @pytest.mark.parametrize("name", sweep.available_sweeps())

@@ -15,20 +15,9 @@ from omegaconf import open_dict
 
 from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.config import PROJECT_ROOT
+from tests.helpers import LONG_MEMORY_TINY, shrink_data
 
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml"))
-
-
-def shrink_data(cfg) -> None:
-    """Fewer synthetic clips and codec steps (same clip length and model) so every experiment runs in seconds."""
-    with open_dict(cfg):
-        if cfg.data.get("generator"):
-            cfg.data.generator.n_train = min(cfg.data.generator.n_train, 2)
-            cfg.data.generator.n_val = min(cfg.data.generator.n_val, 1)
-            if "n_test" in cfg.data.generator:
-                cfg.data.generator.n_test = min(cfg.data.generator.n_test, 1)
-        if cfg.stages.mode == "two_stage":
-            cfg.stages.codec_training.steps = 2
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -95,13 +84,6 @@ def test_unknown_core_lists_valid_names(compose_cfg):
 def test_wrong_config_key_is_rejected(compose_cfg):
     with pytest.raises(ConfigCompositionException, match="no_such_key"):
         compose_cfg("experiment=smoke", "trainer.no_such_key=1")
-
-
-LONG_MEMORY_TINY = [
-    "data=long_memory", "data.generator.n_frames=200", "data.generator.gap_bins=[10,20]", "data.generator.n_train=3",
-    "data.generator.n_val=1", "data.generator.n_test=1", "data.clip_length=20", "data.batch_size=2",
-    "data.frame_size=32", "core.d_model=16", "codec.latent_dim=16", "codec.width=4", "logger=none", "seed=3",
-]
 
 
 @pytest.mark.parametrize("sampling", ["stream", "random"])

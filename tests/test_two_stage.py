@@ -11,7 +11,7 @@ from omegaconf import open_dict
 
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.train import train
-from tests.test_train import LONG_MEMORY_TINY
+from tests.helpers import LONG_MEMORY_TINY
 
 TWO_STAGE = [*LONG_MEMORY_TINY, "stages=two_stage", "stages.codec_training.steps=4",
              "stages.codec_training.batch_size=2", "trainer.max_epochs=1"]

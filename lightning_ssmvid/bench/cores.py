@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from lightning_ssmvid.utils.memory import peak_rss_mb
 
 CORES: dict[str, dict] = {
     "gru": {"name": "gru"},
@@ -42,10 +43,6 @@ RECURRENT = ["gru", "lstm", "ssm", "s4d", "mamba", "mamba2", "segmented_ssm", "h
 
 FULL = dict(batch=2, d_model=256, n_layers=2, lengths=[256, 1024, 4096, 16384], scan_length=4096, max_seconds=60.0)
 QUICK = dict(batch=1, d_model=32, n_layers=1, lengths=[16, 64], scan_length=96, max_seconds=10.0)
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def _time_fwd_bwd(fn, reps: int, warmup: int) -> list[float]:
@@ -82,10 +79,10 @@ def measure_core(spec: dict, length: int, batch: int, d_model: int, n_layers: in
         y, _ = core(u)
         y.square().mean().backward()
 
-    base = _maxrss_mb()
+    base = peak_rss_mb()
     reps, warmup = _reps_for(predicted)
     times = _time_fwd_bwd(step, reps, warmup)
-    return {"seconds": statistics.median(times), "times": times, "peak_mb": _maxrss_mb() - base}
+    return {"seconds": statistics.median(times), "times": times, "peak_mb": peak_rss_mb() - base}
 
 
 def measure_scans(length: int, batch: int, d_model: int, reps: int = 3) -> dict:

@@ -26,9 +26,9 @@ from lightning_ssmvid.bench.common import write_json, write_markdown
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.data.video_io import VideoWriter
-from lightning_ssmvid.generate import rss_mb
 from lightning_ssmvid.model import VideoModel
 from lightning_ssmvid.report import pyplot
+from lightning_ssmvid.utils.memory import rss_mb
 
 # core -> (build kwargs at the long protocol's width, frames to generate in the full run)
 CORES = {

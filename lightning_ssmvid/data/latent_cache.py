@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from torch import nn
 
 from lightning_ssmvid.data.video_io import open_video, read_frames
 from lightning_ssmvid.model import to_unit
-from lightning_ssmvid.utils.files import write_json_atomic
+from lightning_ssmvid.utils.files import atomic_path, write_json_atomic
 from lightning_ssmvid.utils.integrity import damaged, record, summary
 
 log = logging.getLogger(__name__)
@@ -63,15 +62,14 @@ def build_latent_cache(codec: nn.Module, dataset_dir: Path, videos: list[Path], 
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 reader = open_video(video, frame_size)
-                tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.npy")
-                latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                    shape=(len(reader), codec.latent_dim))
-                for start in range(0, len(reader), chunk):
-                    frames = read_frames(reader, start, min(chunk, len(reader) - start), frame_size=frame_size)
-                    latents[start : start + len(frames)] = codec.encode(to_unit(frames)).numpy()
-                latents.flush()
-                del latents
-                os.replace(tmp, target)
+                with atomic_path(target, suffix=".npy") as tmp:
+                    latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                        shape=(len(reader), codec.latent_dim))
+                    for start in range(0, len(reader), chunk):
+                        frames = read_frames(reader, start, min(chunk, len(reader) - start), frame_size=frame_size)
+                        latents[start : start + len(frames)] = codec.encode(to_unit(frames)).numpy()
+                    latents.flush()
+                    del latents
             progress.advance(task)
     arrays = [cache_path(cache_dir, dataset_dir, v) for v in videos]
     write_json_atomic(cache_dir / MANIFEST, {"videos": [str(v.relative_to(dataset_dir)) for v in videos],

@@ -41,7 +41,6 @@ rasterises the cue object's (visible) mask at any frame.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import logging
@@ -57,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from lightning_ssmvid.data.video_io import VideoWriter
-from lightning_ssmvid.utils.files import config_hash, write_json_atomic
+from lightning_ssmvid.utils.files import atomic_path, config_hash, exclusive_lock, write_json_atomic
 from lightning_ssmvid.utils.integrity import damaged, record, summary
 
 log = logging.getLogger(__name__)
@@ -514,10 +513,8 @@ def render_frames(sidecar: dict, start: int = 0, stop: int | None = None) -> Ite
 
 # Writing ------------------------------------------------------------------------------------------------------------
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
 
 
 CLIP_FILES = (".mp4", ".npz", ".json")  # one clip: the video, its arrays, its sidecar (written last)
@@ -585,22 +582,6 @@ def _remove_stale(split_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (POSIX), so concurrent callers (e.g. DDP ranks) generate once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
@@ -621,7 +602,7 @@ def generate_long_memory(
     if _manifest_ok(dataset_dir, config) and not _remove_damaged(dataset_dir, config):
         return dataset_dir
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(dataset_dir / ".lock"):
+    with exclusive_lock(dataset_dir / ".lock"):
         if _manifest_ok(dataset_dir, config) and not _remove_damaged(dataset_dir, config):
             return dataset_dir  # another process finished it while we waited
         write_json_atomic(dataset_dir / "config.json", {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import resource
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.model import clip_shape
 from lightning_ssmvid.utils.files import write_json_atomic
+from lightning_ssmvid.utils.memory import peak_rss_mb
 
 
 def code_commit() -> str:
@@ -28,11 +28,6 @@ def code_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _number(value: Any) -> float | None:

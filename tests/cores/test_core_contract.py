@@ -7,19 +7,10 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from lightning_ssmvid.cores import available_cores, base, build_core, detach_state
+from tests.helpers import step_rollout
 
 CORES = available_cores()
 D = 16
-
-
-def step_rollout(core, u):
-    """The core's step mode over u (B, T, D) -> (y (B, T, D), final state)."""
-    state = core.initial_state(u.shape[0], dtype=u.dtype)
-    ys = []
-    for u_t in u.unbind(1):
-        y_t, state = core.step(u_t, state)
-        ys.append(y_t)
-    return torch.stack(ys, 1), state
 
 
 def make(name: str, dtype=torch.float64):

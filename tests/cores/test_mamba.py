@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_ssmvid.cores import build_core
-from tests.cores.test_core_contract import step_rollout
+from tests.helpers import step_rollout
 
 D = 16
 

@@ -25,10 +25,8 @@ from lightning_ssmvid.metrics.recall import (
     score_clip,
     score_events,
 )
+from tests.helpers import CONFIG
 
-# 64 px: this decord build decodes widths that are not multiples of 64 stretched (see tests/data/test_long_memory.py)
-CONFIG = LongMemoryConfig(frame_size=64, n_frames=200, gap_bins=(8, 24, 48), min_visible=8, reveal_frames=4,
-                          n_train=0, n_val=0, n_test=4)
 CHANCE_CONFIG = LongMemoryConfig(frame_size=32, n_frames=120, gap_bins=(4, 12), min_visible=4, reveal_frames=3,
                                  n_distractors=(0, 0), palette_size=8)
 

@@ -9,7 +9,7 @@ import torch
 from lightning_ssmvid.ops import dispatch, selective_scan, selective_scan_cpu, selective_scan_ref
 from lightning_ssmvid.ops.selective_scan_cuda import selective_scan_with_state
 from lightning_ssmvid.ops.ssd import ssd_scan, ssd_scan_ref
-from tests.ops.test_selective_scan import inputs
+from tests.helpers import inputs
 
 scan_module = importlib.import_module("lightning_ssmvid.ops.selective_scan")  # the module, not the function
 pytestmark = pytest.mark.skipif(selective_scan_cpu.kernel() is None, reason="no C++ toolchain to build the kernel")

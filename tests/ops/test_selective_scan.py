@@ -5,26 +5,9 @@ import torch
 
 from lightning_ssmvid.ops import selective_scan, selective_scan_ref, selective_scan_torch
 from lightning_ssmvid.ops.selective_scan import exp_clamped
+from tests.helpers import inputs
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-def inputs(dtype, length, bc="variable", batch=2, dim=6, n=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).to(dtype)
-
-    if bc == "variable":
-        B, C = r(batch, n, length), r(batch, n, length)
-    elif bc == "grouped":
-        B, C = r(batch, 2, n, length), r(batch, 2, n, length)
-    else:  # time-invariant (D, N)
-        B, C = r(dim, n), r(dim, n)
-    return dict(
-        u=r(batch, dim, length), delta=r(batch, dim, length, scale=0.5),
-        A=-torch.exp(r(dim, n)), B=B, C=C, D=r(dim), z=r(batch, dim, length), delta_bias=r(dim, scale=0.5),
-    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
