@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import open_video, read_frames, write_video
+from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.memory_evaluation import MemoryEvaluator, at_sidecar_size, encode_video, load_clip_sidecar
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.fvd import load_fvd_metric
@@ -33,7 +34,7 @@ from lightning_ssmvid.metrics.temporal import (
     default_horizon_bins,
     summarise,
 )
-from lightning_ssmvid.model import VideoModel, to_unit
+from lightning_ssmvid.model import VideoModel
 from lightning_ssmvid.utils.files import write_json_atomic
 
 log = logging.getLogger(__name__)

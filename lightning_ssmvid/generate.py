@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
+from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
-from lightning_ssmvid.model import to_unit
 from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.memory import rss_mb

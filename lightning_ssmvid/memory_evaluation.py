@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import open_video, read_frames
+from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.metrics.probe import StateProbe
 from lightning_ssmvid.metrics.recall import CueRecall, clip_id, event_colour, nearest_bin
-from lightning_ssmvid.model import VideoModel, to_unit
+from lightning_ssmvid.model import VideoModel
 
 log = logging.getLogger(__name__)
 LatentSource = Callable[[Path], np.ndarray] | None

@@ -15,23 +15,13 @@ from torchmetrics import MeanMetric
 
 from lightning_ssmvid.codecs.losses import weighted_frame_error
 from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots
+from lightning_ssmvid.frames import clip_shape, to_unit
 from lightning_ssmvid.heads import Head, build_head
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.temporal import PooledPSNR
 from lightning_ssmvid.utils.loggers import wandb_run_id
 
 log = logging.getLogger(__name__)
-
-
-def clip_shape(batch: dict) -> tuple[int, int]:
-    """(B, T) of a batch of frames or latents."""
-    data = batch["frames"] if "frames" in batch else batch["latents"]
-    return data.shape[0], data.shape[1]
-
-
-def to_unit(frames: Tensor) -> Tensor:
-    """uint8 frames -> float in [0, 1]; float frames are passed through."""
-    return frames.float().div(255) if frames.dtype == torch.uint8 else frames
 
 
 class VideoModel(L.LightningModule):

@@ -17,7 +17,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from lightning_ssmvid import report
-from lightning_ssmvid.utils.config import PROJECT_ROOT
+from lightning_ssmvid.utils.config import CONFIG_DIR, PROJECT_ROOT
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
     args = parser.parse_args(argv)
     logs = args.logs.resolve()
-    names = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml")
+    names = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")
                    if any(fnmatch(p.stem, pattern) for pattern in args.pattern))
     finished = report.find_runs(logs)
     todo = [(name, arm, seed) for seed in args.seeds for arm in args.arms for name in names]

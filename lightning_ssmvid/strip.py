@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.generate import (
     dataset_video,
     iter_real_frames,
@@ -26,7 +27,6 @@ from lightning_ssmvid.generate import (
     to_image,
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
-from lightning_ssmvid.model import to_unit
 from lightning_ssmvid.utils.config import project_relative
 from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.files import write_json_atomic

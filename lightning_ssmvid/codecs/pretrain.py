@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_ssmvid.codecs.losses import foreground_weights
-from lightning_ssmvid.model import to_unit
+from lightning_ssmvid.frames import to_unit
 
 log = logging.getLogger(__name__)
 

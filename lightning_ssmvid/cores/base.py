@@ -82,6 +82,11 @@ class Mixer(nn.Module, ABC):
     @abstractmethod
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State: ...
 
+    def log_decay(self) -> Tensor | None:
+        """ln|a| (< 0) of each state channel's decay per frame (at zero input for selective SSMs), any shape; None
+        for mixers without per-channel decays. The memory-horizon metric reads it (metrics/horizon.py)."""
+        return None
+
 
 class MLP(nn.Module):
     def __init__(self, d_model: int, ratio: float):

@@ -1,4 +1,4 @@
-"""GRU core: residual stack of single-layer GRUs (the founding document's RNN baseline)."""
+"""GRU core: residual stack of single-layer GRUs (the RNN baseline of the comparison)."""
 
 from __future__ import annotations
 

@@ -57,6 +57,10 @@ class MambaMixer(Mixer):
         no_weight_decay(self.A_log, self.D, self.dt_proj.bias)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
+    def log_decay(self) -> Tensor:
+        """(d_inner, N) decays at the zero-input step size softplus(dt_proj.bias)."""
+        return -F.softplus(self.dt_proj.bias)[:, None] * torch.exp(self.A_log)
+
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
         return {
             "conv": torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),

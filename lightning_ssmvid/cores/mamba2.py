@@ -58,6 +58,10 @@ class Mamba2Mixer(Mixer):
         self.norm = GatedRMSNorm(self.d_inner)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
+    def log_decay(self) -> Tensor:
+        """One decay per head, at the zero-input step size softplus(dt_bias)."""
+        return -F.softplus(self.dt_bias) * torch.exp(self.A_log)
+
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
         return {
             "conv": torch.zeros(batch_size, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),

@@ -96,6 +96,10 @@ class S4DMixer(Mixer):
         no_weight_decay(self.log_A_real, self.A_imag, self.log_dt, self.D)
         self.out_proj = nn.Linear(H, 2 * H)
 
+    def log_decay(self) -> Tensor:
+        """|exp(dt A)| = exp(-dt exp(log_A_real)) per (channel, mode)."""
+        return -torch.exp(self.log_dt)[:, None] * torch.exp(self.log_A_real)
+
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
         return {"x": torch.zeros(batch_size, self.d_model, self.n_modes, 2, device=device, dtype=dtype)}
 

@@ -1,4 +1,4 @@
-"""Segmented SSM core (the founding document's idea, done right).
+"""Segmented SSM core: a fast inner SSM per segment, a recurrence across segments.
 
 The sequence is cut into segments of ``segment_length`` frames. Each segment is processed in parallel by an inner
 SSM mixer (``inner="mamba2"``, default, or ``"s4d"``) started from the state carried out of the previous segment.

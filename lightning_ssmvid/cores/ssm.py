@@ -1,4 +1,4 @@
-"""The founding document's nonlinear SSM: x_{t+1} = tanh(A x_t + B u_t), y = C x + D u, with dense A, B, C, D.
+"""The dense nonlinear SSM: x_{t+1} = tanh(A x_t + B u_t), y = C x + D u, with dense A, B, C, D.
 
 Indexing: the state after frame t is ``x_t = tanh(A x_{t-1} + B u_t)`` and ``y_t = C x_t + D u_t`` (so y_t sees
 u_t through the nonlinearity too). A is initialised orthogonal * ``radius`` (spectral radius < 1: stable). The

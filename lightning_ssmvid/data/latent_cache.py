@@ -17,7 +17,7 @@ from rich.progress import Progress
 from torch import nn
 
 from lightning_ssmvid.data.video_io import open_video, read_frames
-from lightning_ssmvid.model import to_unit
+from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.utils.files import atomic_path, write_json_atomic
 from lightning_ssmvid.utils.integrity import damaged, record, summary
 

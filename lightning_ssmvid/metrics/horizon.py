@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_ssmvid.cores.base import Mixer
 from lightning_ssmvid.metrics import keys
 
 
@@ -23,17 +23,11 @@ def half_lives(log_decay_per_frame: Tensor) -> Tensor:
 
 @torch.no_grad()
 def memory_half_lives(core: nn.Module) -> Tensor | None:
-    """All half-lives (frames) of the decays found in ``core`` (S4D, Mamba, Mamba-2 layers); None for other cores."""
-    found = []
-    for module in core.modules():
-        if hasattr(module, "log_A_real") and hasattr(module, "log_dt"):  # S4D: |exp(dt A)| = exp(-dt exp(log_A_real))
-            found.append(half_lives(-torch.exp(module.log_dt)[:, None] * torch.exp(module.log_A_real)).flatten())
-        elif hasattr(module, "A_log") and hasattr(module, "dt_bias"):  # Mamba-2: one decay per head
-            found.append(half_lives(-F.softplus(module.dt_bias) * torch.exp(module.A_log)).flatten())
-        elif hasattr(module, "A_log") and hasattr(module, "dt_proj"):  # Mamba: (d_inner, N) decays
-            dt = F.softplus(module.dt_proj.bias)[:, None]
-            found.append(half_lives(-dt * torch.exp(module.A_log)).flatten())
-    return torch.cat(found).float().cpu() if found else None
+    """All half-lives (frames) of the decays the core's mixers report (``Mixer.log_decay``: S4D, Mamba, Mamba-2
+    layers, also inside hybrids); None for cores without any."""
+    decays = (m.log_decay() for m in core.modules() if isinstance(m, Mixer))
+    found = [d.flatten() for d in decays if d is not None]
+    return torch.cat([half_lives(d) for d in found]).float().cpu() if found else None
 
 
 def horizon_summary(values: Tensor, prefix: str = "val") -> dict[str, float]:

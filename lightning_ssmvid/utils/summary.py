@@ -12,8 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_ssmvid.frames import clip_shape
 from lightning_ssmvid.metrics import keys
-from lightning_ssmvid.model import clip_shape
 from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.memory import peak_rss_mb
 
