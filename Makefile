@@ -51,8 +51,8 @@ table: $(STAMP) ## build reports/comparison.md from the runs' summary.json files
 reproduce: $(STAMP) ## run every *_short experiment x arm x seed not yet finished (seeds="42 43 44" arms="cue generative"), then make table
 	$(PY) -m lightning_ssmvid.reproduce --seeds $(or $(seeds),42 43 44) --arms $(or $(arms),cue generative) --pattern $(or $(pattern),'*_short') $(args)
 
-sweep: $(STAMP) ## validate conf/sweep/NAME.yaml offline, create the W&B sweep: make sweep sweep=NAME [entity=E project=P]
-	@test -n "$(sweep)" || { echo "usage: make sweep sweep=NAME (one of: $$(ls conf/sweep | sed 's/.yaml//' | xargs))"; exit 2; }
+sweep: $(STAMP) ## validate sweeps/NAME.yaml offline, create the W&B sweep: make sweep sweep=NAME [entity=E project=P]
+	@test -n "$(sweep)" || { echo "usage: make sweep sweep=NAME (one of: $$(ls sweeps | sed 's/.yaml//' | xargs))"; exit 2; }
 	$(PY) -m lightning_ssmvid.sweep create $(sweep) $(if $(entity),--entity $(entity)) $(if $(project),--project $(project))
 
 agent: $(STAMP) ## run a W&B sweep agent here: make agent id=ENTITY/PROJECT/ID [count=N]

@@ -1,4 +1,4 @@
-"""W&B sweeps over the Hydra configs: specs in ``conf/sweep/NAME.yaml``, validated offline before W&B sees them.
+"""W&B sweeps over the Hydra configs: specs in ``sweeps/NAME.yaml``, validated offline before W&B sees them.
 
     python -m lightning_ssmvid.sweep check [NAME ...]                      (validate; print a trial's command)
     python -m lightning_ssmvid.sweep create NAME [--entity E --project P]  (make sweep sweep=NAME)
@@ -19,21 +19,21 @@ from pathlib import Path
 import yaml
 from hydra.errors import ConfigCompositionException
 
-from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config
+from lightning_ssmvid.utils.config import PROJECT_ROOT, compose_train_config
 from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.loggers import WANDB_PROJECT, wandb_has_credentials
 
-SWEEP_DIR = CONFIG_DIR / "sweep"
+SWEEP_DIR = PROJECT_ROOT / "sweeps"  # W&B sweep specs, not Hydra configs: beside conf/, not in it
 TRAIN_MODULE = "lightning_ssmvid.train"
 
 
 def available_sweeps() -> list[str]:
-    """The names of the specs in ``conf/sweep/``."""
+    """The names of the specs in ``sweeps/``."""
     return sorted(p.stem for p in SWEEP_DIR.glob("*.yaml"))
 
 
 def load_spec(name: str) -> dict:
-    """The sweep spec ``conf/sweep/NAME.yaml`` (or a path to a YAML file)."""
+    """The sweep spec ``sweeps/NAME.yaml`` (or a path to a YAML file)."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else SWEEP_DIR / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no sweep spec {name!r}; available: {', '.join(available_sweeps())}")
