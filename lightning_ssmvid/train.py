@@ -39,9 +39,9 @@ def train(cfg: DictConfig) -> dict:
         raise ValueError(f"stages.mode must be 'joint' or 'two_stage', got {cfg.stages.mode!r}")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_list(cfg.get("callbacks"))
-    ckpt_path = cfg.get("ckpt_path") or own_last_checkpoint(cfg)
+    ckpt_path, resume_from = checkpoint_to_resume(cfg)
     # resuming: metrics.csv gets the new rows and W&B continues the checkpoint's run (offline too)
-    loggers = instantiate_loggers(cfg.get("logger"), resume_from=read_checkpoint(ckpt_path) if ckpt_path else None)
+    loggers = instantiate_loggers(cfg.get("logger"), resume_from=resume_from)
     try:
         for logger in loggers:  # the resolved config as the run's hyper-parameters (W&B groups and filters by them)
             logger.log_hyperparams(model.run_config)
@@ -61,20 +61,31 @@ def train(cfg: DictConfig) -> dict:
 RESUMABLE_CHANGES = ("paths", "trainer", "ckpt_path", "auto_resume", "callbacks", "logger")
 
 
-def own_last_checkpoint(cfg: DictConfig) -> str | None:
-    """With ``auto_resume``: the run folder's ``checkpoints/last.ckpt`` if it exists and was written by this same
-    run config (what a requeued SLURM job finds); a different run's checkpoint there is an error, not a resume."""
+def checkpoint_to_resume(cfg: DictConfig) -> tuple[str | None, dict | None]:
+    """The checkpoint this run resumes from (``ckpt_path``, else ``own_last_checkpoint``) and its contents, read
+    once (the loggers need its W&B run id before the trainer loads it)."""
+    if cfg.get("ckpt_path"):
+        return cfg.ckpt_path, read_checkpoint(cfg.ckpt_path)
+    own = own_last_checkpoint(cfg)
+    return (str(own[0]), own[1]) if own else (None, None)
+
+
+def own_last_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
+    """With ``auto_resume``: the run folder's ``checkpoints/last.ckpt`` (and its contents) if it exists and was
+    written by this same run config (what a requeued SLURM job finds); a different run's checkpoint there is an
+    error, not a resume."""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if not cfg.get("auto_resume") or not last.is_file():
         return None
-    saved = read_checkpoint(last).get("run_config") or {}
+    checkpoint = read_checkpoint(last)
+    saved = checkpoint.get("run_config") or {}
     ours = OmegaConf.to_container(cfg, resolve=True)
     differ = sorted(k for k in set(saved) | set(ours) if k not in RESUMABLE_CHANGES and saved.get(k) != ours.get(k))
     if differ:
         raise ValueError(f"{last} belongs to a run with other settings ({', '.join(differ)} differ); not resuming it. "
                          "Use another run folder (hydra.run.dir=...), or auto_resume=false to start over here.")
     log.info("resuming from %s (this run folder's own last checkpoint)", last)
-    return str(last)
+    return last, checkpoint
 
 
 def build_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:

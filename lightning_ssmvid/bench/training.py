@@ -41,28 +41,6 @@ CORES = {"mamba2": dict(name="mamba2"), "mamba": dict(name="mamba"), "gru": dict
          "transformer": dict(name="transformer"), "s4d": dict(name="s4d")}
 
 
-def measure(core: str, length: int, batch: int, d_model: int, n_layers: int, reps: int) -> dict:
-    torch.manual_seed(0)
-    spec = dict(CORES[core])
-    model = VideoModel(ConvCodec(64, latent_dim=128, width=32), build_core(spec.pop("name"), d_model=d_model,
-                       n_layers=n_layers, **spec), optimizer=torch.optim.AdamW, freeze_codec=True,
-                       pixel_weight=0, recon_weight=0, latent_weight=1)
-    optimizer = model.configure_optimizers()
-    batch_data = {"latents": torch.randn(batch, length, 128)}
-    times = []
-    for i in range(reps + 1):
-        start = time.perf_counter()
-        loss = model.losses(batch_data)[0]["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if i:  # the first step is the warm-up
-            times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    return {"core": core, "length": length, "batch": batch, "d_model": d_model, "n_layers": n_layers,
-            "step_s": seconds, "frames_per_s": batch * length / seconds}
-
-
 class _Stepper:
     """One model and optimiser; ``step()`` times one optimiser step on ``batch_data``."""
 
@@ -78,6 +56,19 @@ class _Stepper:
         loss.backward()
         self.optimizer.step()
         return time.perf_counter() - start
+
+
+def measure(core: str, length: int, batch: int, d_model: int, n_layers: int, reps: int) -> dict:
+    torch.manual_seed(0)
+    spec = dict(CORES[core])
+    model = VideoModel(ConvCodec(64, latent_dim=128, width=32), build_core(spec.pop("name"), d_model=d_model,
+                       n_layers=n_layers, **spec), optimizer=torch.optim.AdamW, freeze_codec=True,
+                       pixel_weight=0, recon_weight=0, latent_weight=1)
+    stepper = _Stepper(model, {"latents": torch.randn(batch, length, 128)})
+    times = [stepper.step() for _ in range(reps + 1)][1:]  # the first step is the warm-up
+    seconds = statistics.median(times)
+    return {"core": core, "length": length, "batch": batch, "d_model": d_model, "n_layers": n_layers,
+            "step_s": seconds, "frames_per_s": batch * length / seconds}
 
 
 def measure_experiment(name: str, reps: int, quick: bool = False) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,10 +10,9 @@ from rich.progress import track
 
 from lightning_ssmvid.data.video_io import write_video
 from lightning_ssmvid.utils.files import config_hash, write_json_atomic
-from lightning_ssmvid.utils.integrity import damaged, record, summary
+from lightning_ssmvid.utils.integrity import check_manifest, record
 
 MANIFEST = "manifest.json"
-log = logging.getLogger(__name__)
 
 
 def render_bouncing_clip(rng: np.random.Generator, n_frames: int, frame_size: int, n_shapes: int):
@@ -52,14 +49,11 @@ class BouncingShapes:
         config = asdict(self)
         out = Path(root) / f"bouncing-{config_hash(config)}"
         if (out / MANIFEST).exists():
-            problems = damaged(out, json.loads((out / MANIFEST).read_text()).get("files", {}))
+            problems = check_manifest(out / MANIFEST, f"bouncing data set {out.name}", "rewriting them")
             if not problems:
                 return out
-            log.warning("bouncing data set %s: %d damaged file(s): %s; rewriting them", out.name, len(problems),
-                        summary(problems))
             for name in problems:
                 (out / name).unlink(missing_ok=True)
-            (out / MANIFEST).unlink()
         clips = [("train", i) for i in range(self.n_train)] + [("val", i) for i in range(self.n_val)]
         for split, index in track(clips, description=f"writing bouncing shapes to {out}"):
             path = out / split / f"clip_{index:05d}.mp4"

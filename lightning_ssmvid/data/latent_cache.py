@@ -7,7 +7,6 @@ identity, so a changed codec or data set gets a new cache and an old one is neve
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torch import nn
 from lightning_ssmvid.data.video_io import open_video, read_frames
 from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.utils.files import atomic_path, write_json_atomic
-from lightning_ssmvid.utils.integrity import damaged, record, summary
+from lightning_ssmvid.utils.integrity import check_manifest, record
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -37,15 +36,10 @@ def is_complete(cache_dir: Path) -> bool:
     a log line, so that the build re-encodes exactly those videos."""
     if not (cache_dir / MANIFEST).is_file():
         return False
-    problems = damaged(cache_dir, json.loads((cache_dir / MANIFEST).read_text()).get("files", {}))
-    if not problems:
-        return True
-    log.warning("latent cache %s: %d damaged file(s): %s; re-encoding them", cache_dir, len(problems),
-                summary(problems))
+    problems = check_manifest(cache_dir / MANIFEST, f"latent cache {cache_dir}", "re-encoding them")
     for name in problems:
         (cache_dir / name).unlink(missing_ok=True)
-    (cache_dir / MANIFEST).unlink()
-    return False
+    return not problems
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ import numpy as np
 
 from lightning_ssmvid.data.video_io import VideoWriter
 from lightning_ssmvid.utils.files import atomic_path, config_hash, exclusive_lock, write_json_atomic
-from lightning_ssmvid.utils.integrity import damaged, record, summary
+from lightning_ssmvid.utils.integrity import check_manifest, record
 
 log = logging.getLogger(__name__)
 
@@ -561,17 +561,12 @@ def _remove_damaged(dataset_dir: Path, config: LongMemoryConfig) -> bool:
     found = False
     for split in config.counts():
         split_dir = dataset_dir / split
-        files = json.loads((split_dir / MANIFEST).read_text()).get("files", {})  # older sets recorded no files
-        problems = damaged(split_dir, files)
-        if not problems:
-            continue
-        log.warning("long-memory data set %s/%s: %d damaged file(s): %s; rewriting those clips", dataset_dir.name,
-                    split, len(problems), summary(problems))
+        problems = check_manifest(split_dir / MANIFEST, f"long-memory data set {dataset_dir.name}/{split}",
+                                  "rewriting those clips")
         for name in problems:
             for ext in CLIP_FILES:
                 (split_dir / name).with_suffix(ext).unlink(missing_ok=True)
-        (split_dir / MANIFEST).unlink()
-        found = True
+        found = found or bool(problems)
     return found
 
 

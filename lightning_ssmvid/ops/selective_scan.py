@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lightning_ssmvid.ops.decay import EXP_CLAMP, exp_clamped  # noqa: F401 - re-exported
 from lightning_ssmvid.ops.dispatch import log_fallback
+from lightning_ssmvid.ops.scan_inputs import expand_groups, resolve_delta
 from lightning_ssmvid.ops.selective_scan_cpu import enabled as fused_enabled
 from lightning_ssmvid.ops.selective_scan_cpu import fused_selective_scan, kernel
 from lightning_ssmvid.ops.selective_scan_cuda import selective_scan_with_state
@@ -46,20 +47,13 @@ except Exception:  # noqa: BLE001 - any import failure means "no kernel"
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     """Resolve delta and expand B, C to (batch, D, N, L) views (groups are broadcast over their channels)."""
     dim, dstate = A.shape
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None]
-    if delta_softplus:
-        delta = F.softplus(delta)
 
     def expand(M: Tensor) -> Tensor:
         if M.dim() == 2:  # (D, N): time-invariant
             return M[None, :, :, None].expand(1, dim, dstate, u.shape[-1])
-        if M.dim() == 3:  # (B, N, L): shared by every channel
-            return M[:, None]
-        groups = M.shape[1]  # (B, G, N, L): channel d uses group d // (D / G)
-        return M.repeat_interleave(dim // groups, dim=1)
+        return expand_groups(M, dim)
 
-    return delta, expand(B), expand(C)
+    return resolve_delta(delta, delta_bias, delta_softplus), expand(B), expand(C)
 
 
 def _finish(y, u, D, z):
@@ -185,10 +179,7 @@ def selective_scan_fused(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
                          initial_state=None, return_last_state=False):
     """The fused C++ CPU kernel (``selective_scan_cpu``) for the recurrence; delta, the D skip and the gate stay in
     PyTorch (cheap (B, D, L) passes). B, C must be (B, N, L) or (B, G, N, L)."""
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    delta = resolve_delta(delta, delta_bias, delta_softplus)
     h0 = u.new_zeros(u.shape[0], u.shape[1], A.shape[1]) if initial_state is None else initial_state.to(u.dtype)
     y, last = fused_selective_scan(u, delta, A.to(u.dtype), B.to(u.dtype), C.to(u.dtype), h0)
     y = _finish(y, u, D, z)

@@ -18,15 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_ssmvid.ops.decay import exp_clamped
+from lightning_ssmvid.ops.scan_inputs import expand_groups, resolve_delta
 
 BLOCK = 256  # time steps per block of the closed-form correction
-
-
-def expand_groups(M: Tensor, dim: int) -> Tensor:
-    """B or C of shape (B, N, L) or (B, G, N, L) -> (B, D or 1, N, L) (channel d uses group d // (D / G))."""
-    if M.dim() == 3:
-        return M[:, None]
-    return M.repeat_interleave(dim // M.shape[1], dim=1)
 
 
 def selective_scan_with_state(kernel_fn: Callable, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -40,8 +34,7 @@ def selective_scan_with_state(kernel_fn: Callable, u: Tensor, delta: Tensor, A: 
                          return_last_state=return_last_state)
     y, last = kernel_fn(u, delta, A, B, C, D=D, z=None, delta_bias=delta_bias, delta_softplus=delta_softplus,
                         return_last_state=True)
-    d = delta if delta_bias is None else delta + delta_bias[..., None]
-    d = F.softplus(d) if delta_softplus else d
+    d = resolve_delta(delta, delta_bias, delta_softplus)
     work = torch.promote_types(u.dtype, torch.float32)  # bf16 inputs: the correction in fp32
     S = d.to(work).cumsum(-1)  # (B, D, L): cumulative log-decay per unit A
     Cx = expand_groups(C, u.shape[1])

@@ -5,8 +5,12 @@ found (and rebuilt by its writer) instead of silently shrinking the data or fail
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def sha256(path: str | Path) -> str:
@@ -39,3 +43,14 @@ def summary(problems: dict[str, str], limit: int = 3) -> str:
     shown = [f"{name} ({why})" for name, why in list(problems.items())[:limit]]
     more = len(problems) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def check_manifest(manifest: Path, label: str, remedy: str) -> dict[str, str]:
+    """The damaged files among those ``manifest`` records (paths relative to its folder; older manifests record
+    none). If there are any, logs ``<label>: N damaged file(s): ...; <remedy>`` and removes the manifest, so that its
+    writer rebuilds; the caller removes the damaged files it rebuilds."""
+    problems = damaged(manifest.parent, json.loads(manifest.read_text()).get("files", {}))
+    if problems:
+        log.warning("%s: %d damaged file(s): %s; %s", label, len(problems), summary(problems), remedy)
+        manifest.unlink()
+    return problems
