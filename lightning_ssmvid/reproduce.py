@@ -1,6 +1,6 @@
 """``python -m lightning_ssmvid.reproduce [--seeds 42 43 44] [--arms cue ...] [--pattern '*_short'] [-- overrides]``.
 
-Runs every matching experiment of ``experiments/`` once per arm and seed (skipping those with a finished run already
+Runs every matching experiment of ``conf/experiment/`` once per arm and seed (skipping those with a finished run already
 in ``--logs``, default ``logs/``), one after another, with a progress line per run; then writes the comparison table
 (``report``) to ``--out`` (default ``reports/``). A variant (overrides that change the model, e.g. ``head=flow``)
 belongs in its own ``--logs``/``--out`` folders, so that its runs neither count as the main comparison's nor mix

@@ -17,7 +17,7 @@ from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.config import PROJECT_ROOT
 from tests.helpers import LONG_MEMORY_TINY, shrink_data
 
-EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -24,20 +24,11 @@ from pathlib import Path
 
 import torch
 
+from lightning_ssmvid.bench.common import core_options
 from lightning_ssmvid.utils.memory import peak_rss_mb
 
-CORES: dict[str, dict] = {
-    "gru": {"name": "gru"},
-    "lstm": {"name": "lstm"},
-    "transformer": {"name": "transformer"},
-    "transformer_window": {"name": "transformer", "window": 32},
-    "ssm": {"name": "ssm"},
-    "s4d": {"name": "s4d"},
-    "mamba": {"name": "mamba"},
-    "mamba2": {"name": "mamba2"},
-    "segmented_ssm": {"name": "segmented_ssm"},
-    "hybrid": {"name": "hybrid"},
-}
+# the cores measured; each with the options of its conf/core/<name>.yaml (common.core_options), at one width
+CORES = ("gru", "lstm", "transformer", "transformer_window", "ssm", "s4d", "mamba", "mamba2", "segmented_ssm", "hybrid")
 QUADRATIC = {"transformer"}
 RECURRENT = ["gru", "lstm", "ssm", "s4d", "mamba", "mamba2", "segmented_ssm", "hybrid", "transformer_window"]
 
@@ -169,16 +160,17 @@ def run(quick: bool = False, only: list[str] | None = None, previous: dict | Non
     if only and previous:
         results["cores"] = {k: v for k, v in previous["cores"].items()}
         results["remeasured"] = sorted(set(previous.get("remeasured", [])) | set(only))
-    for key, spec in CORES.items():
+    for key in CORES:
         if only and key not in only:
             continue
+        spec = core_options(key)
         rows, prev = {}, None
         for length in cfg["lengths"]:
             predicted = 0.0
             if prev is not None and "seconds" in prev[1]:
                 ratio = length / prev[0]
-                predicted = prev[1]["seconds"] * ratio * (ratio if spec["name"] in QUADRATIC and "window" not in spec
-                                                          else 1.0)
+                quadratic = spec["name"] in QUADRATIC and spec.get("window") is None
+                predicted = prev[1]["seconds"] * ratio * (ratio if quadratic else 1.0)
             if predicted > cfg["max_seconds"]:
                 rows[str(length)] = {"skipped": f"predicted {predicted:.0f} s > {cfg['max_seconds']:.0f} s",
                                      "predicted_s": predicted}

@@ -3,8 +3,8 @@
     python -m lightning_ssmvid.bench.generation            # -> reports/bench/generation.{json,md,png}
     python -m lightning_ssmvid.bench.generation --quick    # seconds
 
-Each core (at its ``<core>_long`` experiment width, random weights: speed and memory do not depend on training)
-generates frames one at a time, every frame decoded and written to an MP4 as a user's ``make generate`` does.
+Each core (the model of its ``<core>_long`` experiment as composed, random weights: speed and memory do not depend
+on training) generates frames one at a time, every frame decoded and written to an MP4 as ``make generate`` does.
 Peak RSS is sampled every ``every`` frames, in a subprocess per core so cores do not share a high-water mark.
 Targets (reported, not asserted): mamba/mamba2 at 86,400 frames: RSS after frame 1,000 grows < 5%; >= 300 frames/s,
 with the deterministic ``mse`` head and with the stochastic ``flow`` head (``conf/head/flow.yaml``'s settings).
@@ -23,41 +23,25 @@ from pathlib import Path
 import torch
 
 from lightning_ssmvid.bench.common import write_json, write_markdown
-from lightning_ssmvid.codecs.conv import ConvCodec
-from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.data.video_io import VideoWriter
-from lightning_ssmvid.model import VideoModel
 from lightning_ssmvid.report import pyplot
+from lightning_ssmvid.utils.config import compose_train_config
 from lightning_ssmvid.utils.memory import rss_mb
 
-# core -> (build kwargs at the long protocol's width, frames to generate in the full run)
-CORES = {
-    "mamba": (dict(name="mamba", d_model=192, n_layers=4), 86_400),
-    "mamba2": (dict(name="mamba2", d_model=192, n_layers=4), 86_400),
-    "transformer_window": (dict(name="transformer", d_model=144, n_layers=4, window=32), 20_000),
-    "transformer": (dict(name="transformer", d_model=144, n_layers=4), 20_000),
-}
+# core -> (its experiment, whose composed core and codec sizes are measured; frames to generate in the full run)
+CORES = {"mamba": ("mamba_long", 86_400), "mamba2": ("mamba2_long", 86_400),
+         "transformer_window": ("transformer_window_long", 20_000), "transformer": ("transformer_long", 20_000)}
 FLOW_CORES = ("mamba", "mamba2")  # also measured with the flow head (its sampling steps run per frame)
 
 
-def head_factory(head: str):
-    """A ``VideoModel`` head factory with the settings of ``conf/head/<head>.yaml``."""
-    from functools import partial
+def measure(core: str, n_frames: int, every: int, head: str = "mse", overrides: tuple[str, ...] = ()) -> dict:
+    """Generate ``n_frames`` after a 16-frame context; RSS curve every ``every`` frames, frames/s overall.
+    ``overrides`` (``key=value``) change the composed experiment (tests use tiny sizes)."""
+    from hydra.utils import instantiate
 
-    from omegaconf import OmegaConf
-
-    from lightning_ssmvid.heads import build_head
-
-    spec = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[2] / "conf" / "head" / f"{head}.yaml"))
-    return partial(build_head, **{k: v for k, v in spec.items() if not k.startswith("_")})
-
-
-def measure(core: str, n_frames: int, every: int, frame_size: int = 64, head: str = "mse") -> dict:
-    """Generate ``n_frames`` after a 16-frame context; RSS curve every ``every`` frames, frames/s overall."""
     torch.manual_seed(0)
-    spec = dict(CORES[core][0])
-    model = VideoModel(ConvCodec(frame_size, latent_dim=128, width=32), build_core(spec.pop("name"), **spec),
-                       optimizer=torch.optim.AdamW, head=head_factory(head)).eval()
+    cfg = compose_train_config(f"experiment={CORES[core][0]}", f"head={head}", *overrides)
+    model, frame_size = instantiate(cfg.model).eval(), int(cfg.data.frame_size)
     context = torch.randint(0, 256, (1, 16, 3, frame_size, frame_size), dtype=torch.uint8)
     curve = []
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "out.mp4", lossless=False) as writer:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_ssmvid.bench.common import write_json
+from lightning_ssmvid.bench.common import core_options, write_json
 from lightning_ssmvid.bench.cores import CORES
 from lightning_ssmvid.utils.errors import UserError, user_errors
 
@@ -58,7 +58,7 @@ def parity_tests(device: str) -> dict:
 def time_core(key: str, length: int, cfg: dict, device: str) -> dict:
     from lightning_ssmvid.cores import build_core
 
-    spec = dict(CORES[key])
+    spec = core_options(key)
     torch.manual_seed(0)
     core = build_core(spec.pop("name"), d_model=cfg["d_model"], n_layers=cfg["n_layers"], **spec).to(device).train()
     u = torch.randn(cfg["batch"], length, cfg["d_model"], device=device, requires_grad=True)

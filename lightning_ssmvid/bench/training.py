@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_ssmvid.bench.common import write_json, write_markdown
+from lightning_ssmvid.bench.common import core_options, write_json, write_markdown
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.model import VideoModel
@@ -37,8 +37,7 @@ selective scan (mamba) can change: the other rows measure how much two identical
 Before and after steps alternate, median of 5 each after a warm-up round.
 """
 
-CORES = {"mamba2": dict(name="mamba2"), "mamba": dict(name="mamba"), "gru": dict(name="gru"),
-         "transformer": dict(name="transformer"), "s4d": dict(name="s4d")}
+CORES = ("mamba2", "mamba", "gru", "transformer", "s4d")  # with their conf/core/ options, at one width
 
 
 class _Stepper:
@@ -60,7 +59,7 @@ class _Stepper:
 
 def measure(core: str, length: int, batch: int, d_model: int, n_layers: int, reps: int) -> dict:
     torch.manual_seed(0)
-    spec = dict(CORES[core])
+    spec = core_options(core)
     model = VideoModel(ConvCodec(64, latent_dim=128, width=32), build_core(spec.pop("name"), d_model=d_model,
                        n_layers=n_layers, **spec), optimizer=torch.optim.AdamW, freeze_codec=True,
                        pixel_weight=0, recon_weight=0, latent_weight=1)

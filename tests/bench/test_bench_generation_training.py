@@ -5,10 +5,17 @@ from lightning_ssmvid.bench import generation, training
 
 
 def test_generation_measures_rate_and_memory_curve():
-    result = generation.measure("transformer_window", n_frames=120, every=40, frame_size=16)
+    result = generation.measure("transformer_window", n_frames=120, every=40,
+                                overrides=("data.frame_size=16", "core.d_model=32", "core.n_layers=1"))
     assert result["frames"] == 120 and result["frames_per_s"] > 0
     assert [i for i, _ in result["rss_curve"]] == [40, 80, 120]
     assert all(rss > 0 for _, rss in result["rss_curve"])
+
+
+def test_generation_composes_the_experiment_with_the_flow_head():
+    result = generation.measure("mamba2", n_frames=20, every=10, head="flow",
+                                overrides=("data.frame_size=16", "core.d_model=32", "core.n_layers=1"))
+    assert result["head"] == "flow" and result["frames"] == 20
 
 
 def test_training_benchmark_steps_on_latents():
