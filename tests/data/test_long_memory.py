@@ -27,7 +27,7 @@ from lightning_ssmvid.data.long_memory import (
     render_frames,
     shape_stamp,
 )
-from lightning_ssmvid.data.video_io import open_video
+from lightning_ssmvid.data.video_io import VideoWriter, open_video
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(frame_size=64, n_frames=200, gap_bins=(8, 24, 48), min_visible=8, reveal_frames=4,
@@ -114,11 +114,9 @@ def test_events_are_exact(frame_size, colour_per_event):
 
 
 @pytest.mark.parametrize("frame_size", [64, 32])
-def test_generate_lossless_layout_and_cli(tmp_path, frame_size):
+def test_generate_lossless_layout(tmp_path, frame_size):
     config = small(n_train=2, n_val=1, n_test=1, frame_size=frame_size)
-    dataset = lm.main(["--root", str(tmp_path), "--workers", "1", "--no-progress", "--frame-size", str(frame_size),
-                       "--n-frames", "200", "--gap-bins", "8", "24", "48", "--min-visible", "8", "--reveal-frames",
-                       "4", "--n-train", "2", "--n-val", "1", "--n-test", "1"])
+    dataset = generate_long_memory(tmp_path, config, workers=1, progress=False)
     assert dataset == tmp_path / config.dataset_name()
     assert json.loads((dataset / "config.json").read_text())["hash"] == config.hash()
     check_complete(dataset, config)
@@ -128,6 +126,23 @@ def test_generate_lossless_layout_and_cli(tmp_path, frame_size):
         # lossless: the decoded frames are the generator's frames, bit for bit (decord: see ``decode``)
         np.testing.assert_array_equal(decode(clip) if frame_size % 64 == 0 else decode_pyav(clip), expected)
         np.testing.assert_array_equal(sc["positions"], plan_clip(config, sc["split"], sc["index"])["positions"])
+
+
+def test_the_prepare_command_writes_the_configured_set(tmp_path):
+    """The one way to write a data set from the command line: Hydra's data.prepare with data.generator.* keys
+    (the YAML's values are the dataclass defaults, so a set is the same however it was asked for)."""
+    keys = {"frame_size": 64, "n_frames": 200, "gap_bins": "[8,24,48]", "min_visible": 8, "reveal_frames": 4,
+            "n_train": 2, "n_val": 1, "n_test": 1, "colour_per_event": "false", "cue_size": "[0.2,0.25]",
+            "progress": "false"}
+    PLUS = {"min_visible", "reveal_frames", "progress"}  # LongMemoryConfig fields the YAML leaves at their defaults
+    out = subprocess.run([sys.executable, "-m", "lightning_ssmvid.data.prepare", "data=long_memory",
+                          f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path / 'logs'}", "data.clip_length=16",
+                          *(f"{'+' if k in PLUS else ''}data.generator.{k}={v}" for k, v in keys.items())],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    config = small(n_train=2, n_val=1, n_test=1, cue_size=(0.2, 0.25))
+    check_complete(tmp_path / config.dataset_name(), config)
+    assert "2 train, 1 val videos" in out.stdout
 
 
 def test_deterministic_per_seed_and_independent_of_workers(tmp_path):
@@ -161,7 +176,7 @@ def test_cached_second_call_writes_nothing(tmp_path):
 def test_interrupted_run_leaves_no_complete_looking_clip(tmp_path, monkeypatch):
     config = small(n_train=3, n_val=1, n_test=0)
     frames_written = {"n": 0}
-    real_write = lm.VideoWriter.write
+    real_write = VideoWriter.write
 
     def failing_write(self, frame):
         frames_written["n"] += 1
@@ -169,7 +184,7 @@ def test_interrupted_run_leaves_no_complete_looking_clip(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         real_write(self, frame)
 
-    monkeypatch.setattr(lm.VideoWriter, "write", failing_write)
+    monkeypatch.setattr(VideoWriter, "write", failing_write)
     with pytest.raises(RuntimeError, match="simulated crash"):
         generate_long_memory(tmp_path, config, workers=1, progress=False)
     dataset = tmp_path / config.dataset_name()
@@ -178,7 +193,7 @@ def test_interrupted_run_leaves_no_complete_looking_clip(tmp_path, monkeypatch):
     assert sorted(p.name for p in train.glob("clip_*")) == ["clip_00000.json", "clip_00000.mp4", "clip_00000.npz"]
     first = all_files(train)
 
-    monkeypatch.setattr(lm.VideoWriter, "write", real_write)
+    monkeypatch.setattr(VideoWriter, "write", real_write)
     generate_long_memory(tmp_path, config, workers=1, progress=False)
     check_complete(dataset, config)
     after = all_files(train)
@@ -188,14 +203,15 @@ def test_interrupted_run_leaves_no_complete_looking_clip(tmp_path, monkeypatch):
 KILL_SCRIPT = """
 import os, signal, sys
 from lightning_ssmvid.data import long_memory as lm
+from lightning_ssmvid.data.video_io import VideoWriter
 n = {"frames": 0}
-write = lm.VideoWriter.write
+write = VideoWriter.write
 def dying_write(self, frame):
     n["frames"] += 1
     if n["frames"] == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)
     write(self, frame)
-lm.VideoWriter.write = dying_write
+VideoWriter.write = dying_write
 lm.generate_long_memory(sys.argv[1], lm.LongMemoryConfig(**eval(sys.argv[3])), workers=1, progress=False)
 """
 
@@ -348,9 +364,6 @@ def test_v2_config_fields_hash_and_parse():
         small(colour_per_event=2)
     with pytest.raises(ValueError, match="cue_size"):
         small(cue_size=(0.3, 0.2))
-    args = lm._parser().parse_args(["--root", "x", "--colour-per-event", "false", "--cue-size", "0.2", "0.25"])
-    assert args.colour_per_event is False and args.cue_size == [0.2, 0.25]
-    assert lm._parser().parse_args(["--root", "x", "--colour-per-event", "true"]).colour_per_event is True
     # the Hydra config's generator block is the default config
     from omegaconf import OmegaConf
 
