@@ -19,8 +19,7 @@ from typing import Any
 
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.stats import t_interval
-from lightning_ssmvid.utils.config import PROJECT_ROOT, project_relative
-from lightning_ssmvid.utils.summary import code_commit
+from lightning_ssmvid.utils.config import PROJECT_ROOT, code_commit, project_relative
 
 
 def run_key(summary: dict) -> str:

@@ -14,6 +14,7 @@ import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from wandb.plot import CustomChart
 
 from lightning_ssmvid import dashboard
@@ -31,17 +32,19 @@ TINY = [*LONG_MEMORY_TINY, "core=s4d", "callbacks.evaluation.n_clips=2", "callba
 LIGHTNING = {"epoch", "step"}  # Lightning's own columns, not metrics
 
 
-class WandbLogger(Logger):
-    """Records what a W&B logger is sent; named like Lightning's so that evaluation.log_to_wandb sends it media."""
+class WandbLogger(LightningWandbLogger):
+    """Records what a W&B logger is sent, reaching nothing: a ``WandbLogger``, so evaluation media go to it too."""
 
     sent: dict = {}  # on the class: Hydra instantiates the logger inside train()
 
     def __init__(self):
-        super().__init__()
-        self.experiment = SimpleNamespace(log=self.sent.update)
+        Logger.__init__(self)  # not WandbLogger's: it would start a W&B run
+        self._recorder = SimpleNamespace(log=self.sent.update)
 
+    experiment = property(lambda self: self._recorder)
     name = property(lambda self: "recorder")
     version = property(lambda self: "0")
+    save_dir = property(lambda self: None)
 
     def log_metrics(self, metrics, step=None):
         self.sent.update(metrics)
@@ -51,6 +54,12 @@ class WandbLogger(Logger):
 
     def log_video(self, key, videos, **kwargs):
         self.sent[key] = videos
+
+    def after_save_checkpoint(self, checkpoint_callback):
+        pass
+
+    def finalize(self, status):
+        pass
 
 
 @pytest.fixture(autouse=True)

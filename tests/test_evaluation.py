@@ -11,8 +11,8 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from lightning_ssmvid.evaluate import evaluate
-from lightning_ssmvid.evaluation import Evaluator, evaluate_clips
 from lightning_ssmvid.model import load_model
+from lightning_ssmvid.rollouts import Evaluator, evaluate_clips
 from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.errors import UserError
 from tests.helpers import LONG_MEMORY_TINY, compose_config
@@ -130,7 +130,7 @@ class OracleModel:
 def test_memory_probes_score_a_perfect_model_100_and_a_memoryless_one_at_chance(tmp_path):
     from lightning_ssmvid.data.long_memory import LongMemoryConfig, generate_long_memory, list_clips, load_sidecar
     from lightning_ssmvid.data.video_io import open_video, read_frames
-    from lightning_ssmvid.memory_evaluation import MemoryEvaluator
+    from lightning_ssmvid.memory_probes import MemoryEvaluator
 
     config = LongMemoryConfig(frame_size=64, n_frames=200, gap_bins=(8, 24, 48), min_visible=8, reveal_frames=4,
                               n_train=8, n_val=0, n_test=8)

@@ -84,7 +84,7 @@ class Mixer(nn.Module, ABC):
 
     def log_decay(self) -> Tensor | None:
         """ln|a| (< 0) of each state channel's decay per frame (at zero input for selective SSMs), any shape; None
-        for mixers without per-channel decays. The memory-horizon metric reads it (metrics/horizon.py)."""
+        for mixers without per-channel decays. The memory-horizon metric reads it (metrics/half_life.py)."""
         return None
 
 

@@ -25,7 +25,7 @@ VAL_FLOW_MSE = "val/flow_mse"
 VAL_CUE_CE = "val/cue_ce"
 VAL_PSNR_NEXT = "val/psnr_next"
 
-# Rollout evaluation (lightning_ssmvid.evaluation), logged under val/ (or test/): PSNR/SSIM per horizon bin
+# Rollout evaluation (lightning_ssmvid.rollouts), logged under val/ (or test/): PSNR/SSIM per horizon bin
 # ("psnr_h1-16", ...), flicker and warping error of generated vs real, cue recall per gap bin, FVD.
 PSNR_BIN = "psnr_h{lo}-{hi}"
 SSIM_BIN = "ssim_h{lo}-{hi}"
@@ -35,7 +35,7 @@ DIVERSITY_BIN = "diversity_h{lo}-{hi}"  # stochastic heads: mean |difference| of
 COPY_LAST = "copy_last"  # prefix of the copy-last-frame baseline's PSNR/SSIM bins, beside every quality figure
 FLICKER = ("flicker_gen", "flicker_real", "flicker_ratio")
 WARP_ERROR = ("warp_error_gen", "warp_error_real", "warp_error_ratio")
-# Memory (lightning_ssmvid.memory_evaluation), every event of the validation clips. The pixel probe scores the
+# Memory (lightning_ssmvid.memory_probes), every event of the validation clips. The pixel probe scores the
 # one-step prediction of the first reveal frame given the real frames up to the announcement; "_lo"/"_hi" bound its
 # 95% bootstrap CI over clips; "absent" is the share of events where the object was not drawn at all (counted wrong).
 RECALL_GAP = "recall_gap{gap}"
@@ -60,9 +60,9 @@ PROBE_CHANCE = "probe_chance"  # the rate of the most common training colour amo
 PROBE_SHUFFLED = "probe_shuffled"  # the probe fitted on shuffled labels: chance unless the read-out leaks
 PROBE_TRAIN = "probe_train"  # the probe's accuracy on its own training events
 FVD = "fvd_{n}x{t}"
-MEMORY_HALFLIFE = "memory_halflife"  # quantiles of SSM decay half-lives in frames (metrics/horizon.py)
+MEMORY_HALFLIFE = "memory_halflife"  # quantiles of SSM decay half-lives in frames (metrics/half_life.py)
 MEMORY_HALFLIFE_QUANTILES = (50, 90, 99)
-PEAK_RSS_MB = "peak_rss_mb"  # peak resident memory of the training process (utils/summary.py)
+PEAK_RSS_MB = "peak_rss_mb"  # peak resident memory of the training process (callbacks/summary.py)
 
 # W&B-only media (evaluation.log_to_wandb). A wandb.plot chart is stored by W&B as the table "<key>_table" with the
 # columns below; the memory-horizon histogram is log10 of the half-lives; samples are real | generated videos.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -59,3 +60,14 @@ def compose_train_config(*overrides: str) -> DictConfig:
     GlobalHydra.instance().clear()  # compose needs a fresh Hydra (a test or an earlier compose may hold one)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def code_commit() -> str:
+    """The git commit of the code (``+dirty`` when tracked files differ from it), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=PROJECT_ROOT).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")

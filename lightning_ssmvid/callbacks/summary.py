@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,20 +13,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_ssmvid.frames import clip_shape
 from lightning_ssmvid.metrics import keys
+from lightning_ssmvid.utils.config import code_commit
 from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.memory import peak_rss_mb
-
-
-def code_commit() -> str:
-    """The git commit of the code (``+dirty`` when tracked files differ from it), or ``unknown``."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
 
 
 def _number(value: Any) -> float | None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_ssmvid.cores import build_core
-from lightning_ssmvid.metrics.horizon import horizon_summary, memory_half_lives
+from lightning_ssmvid.metrics.half_life import horizon_summary, memory_half_lives
 
 
 def test_mamba2_half_life_matches_a_decay_set_by_hand():
