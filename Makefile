@@ -30,13 +30,13 @@ lint: $(STAMP) ## ruff check (the rules in pyproject.toml)
 data: $(STAMP) ## write the experiment's synthetic data set (cached): make data experiment=NAME
 	$(PY) -m lightning_ssmvid.data.prepare experiment=$(experiment) $(args)
 
-evaluate: $(STAMP) ## evaluate a checkpoint: make evaluate ckpt=PATH [args="data.val_split=test"]
-	@test -n "$(ckpt)" || { echo "usage: make evaluate ckpt=PATH [args=...]"; exit 2; }
+evaluate: $(STAMP) ## evaluate a checkpoint: make evaluate ckpt=PATH [args="split=test"]
+	@test -n "$(ckpt)" || { echo "usage: make evaluate ckpt=PATH [args=\"split=test key=value ...\"]"; exit 2; }
 	$(PY) -m lightning_ssmvid.evaluate ckpt_path=$(ckpt) $(args)
 
 generate: $(STAMP) ## roll a checkpoint out: make generate ckpt=PATH frames=N [context=K] [out=FILE.mp4]
 	@test -n "$(ckpt)" -a -n "$(frames)" || { echo "usage: make generate ckpt=PATH frames=N [context=K] [out=F]"; exit 2; }
-	$(PY) -m lightning_ssmvid.generate --ckpt $(ckpt) --frames $(frames) $(if $(context),--context $(context)) $(if $(out),--out $(out)) $(args)
+	$(PY) -m lightning_ssmvid.generate ckpt_path=$(ckpt) frames=$(frames) $(if $(context),context=$(context)) $(if $(out),out=$(out)) $(args)
 
 bench: $(STAMP) ## run every benchmark -> reports/bench/ (make bench args="--quick" for a smoke check)
 	$(PY) -m lightning_ssmvid.bench $(args)

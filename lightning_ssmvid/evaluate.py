@@ -1,18 +1,21 @@
-"""Evaluate a checkpoint: ``python -m lightning_ssmvid.evaluate ckpt_path=PATH [key=value ...]``.
+"""Evaluate a checkpoint: ``python -m lightning_ssmvid.evaluate ckpt_path=PATH [split=test] [key=value ...]``.
 
-Rebuilds model and data from the checkpoint's own run config (``key=value`` overrides it, e.g.
-``data.val_split=test callbacks.evaluation.n_clips=16 trainer.devices=2``), runs validation (teacher-forced losses
-and the rollout evaluation) and writes the results into the run folder's ``summary.json`` (under ``evaluation``),
-``eval_<split>/curves.json`` and W&B (a run with ``job_type=eval`` in the training run's group).
+A Hydra app (``conf/evaluate.yaml``). It rebuilds model and data from the checkpoint's own run config, which
+``key=value`` overrides change (e.g. ``callbacks.evaluation.n_clips=16 trainer.devices=2 logger=csv``), runs the
+teacher-forced losses and the rollout evaluation on ``split`` (``val``: ``trainer.validate``, logged as ``val/...``;
+``test``: ``trainer.test`` on ``data.test_split``, logged as ``test/...``) and writes the results into the run
+folder's ``summary.json`` (under ``evaluation.<split>``), ``eval_<split>/curves.json`` and W&B (a run with
+``job_type=eval`` in the training run's group).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,17 +27,23 @@ from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.loggers import finish_wandb
 
 
-def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
-    """Validate ``ckpt_path`` and return the logged metrics (also merged into the run's ``summary.json``)."""
+def evaluate(ckpt_path: str, overrides: list[str] | None = None, split: str = "val") -> dict:
+    """Validate (``split="val"``) or test (``"test"``) ``ckpt_path``; return the logged metrics (also merged into the
+    run's ``summary.json``)."""
+    if split not in ("val", "test"):
+        raise UserError(f"split={split}: must be val or test")
     model = load_model(ckpt_path)
     check_targets(model.run_config, str(ckpt_path))  # data, loggers and callbacks are built from it too
     overrides = [o.removeprefix("+") for o in overrides or []]  # Hydra's "+key=value" adds a key; so does key=value
     cfg = apply_overrides(OmegaConf.create(model.run_config), overrides)
     refuse_model_changes(model.run_config, cfg, overrides)
     run_dir = Path(ckpt_path).resolve().parent.parent
-    split = cfg.data.get("val_split", "val")
+    if split == "val" and cfg.data.get("val_split", "val") != "val":  # the older spelling: data.val_split=test
+        split = cfg.data.val_split
     out_dir = run_dir / f"eval_{split}"
     cfg.callbacks.evaluation.output_dir = str(out_dir)
+    # this version's evaluation callback (not a model setting: a checkpoint saved before a module moved still runs)
+    cfg.callbacks.evaluation._target_ = compose_train_config().callbacks.evaluation._target_
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     loggers = []
@@ -48,7 +57,7 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None) -> dict:
                         strategy=cfg.trainer.get("strategy", "auto"), num_nodes=cfg.trainer.get("num_nodes", 1),
                         logger=loggers or False, callbacks=[instantiate(cfg.callbacks.evaluation)],
                         use_distributed_sampler=False, default_root_dir=str(out_dir))
-    trainer.validate(model, datamodule=datamodule)
+    (trainer.test if split == "test" else trainer.validate)(model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
         summary_path = run_dir / "summary.json"
@@ -85,13 +94,14 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    ckpt = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")]
-    if not ckpt:
-        raise SystemExit("usage: python -m lightning_ssmvid.evaluate ckpt_path=PATH [key=value ...]")
-    with user_errors():
-        metrics = evaluate(ckpt[0], [a for a in argv if not a.startswith("ckpt_path=")])
+TASK_KEYS = ("ckpt_path", "split")  # keys of conf/evaluate.yaml itself; every other override changes the run's config
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in TASK_KEYS]
+    with user_errors():  # a user's mistake: one line, exit status 2
+        metrics = evaluate(cfg.ckpt_path, overrides, split=cfg.split)
     for key, value in sorted(metrics.items()):
         print(f"{key:40s} {value:.6g}")
 

@@ -1,14 +1,15 @@
 """Generate a long video from a trained checkpoint, streamed to an MP4 (constant memory for bounded-state cores).
 
-    python -m lightning_ssmvid.generate --ckpt RUN/checkpoints/last.ckpt --frames 2000
-    python -m lightning_ssmvid.generate --ckpt CKPT --frames 500 --video 3 --split val --side-by-side
-    python -m lightning_ssmvid.generate --ckpt CKPT --frames 500 --context-video any_video.mp4
+    python -m lightning_ssmvid.generate ckpt_path=RUN/checkpoints/last.ckpt frames=2000
+    python -m lightning_ssmvid.generate ckpt_path=CKPT frames=500 video=3 split=val side_by_side=true
+    python -m lightning_ssmvid.generate ckpt_path=CKPT frames=500 context_video=any_video.mp4
 
-The first ``--context`` frames of a video of the run's data set (or of ``--context-video``) are read through
-decord at the model's frame size and stride; the model rolls out ``--frames`` frames after them.
+A Hydra app (``conf/generate.yaml`` lists every key). The first ``context`` frames of a video of the run's data set
+(or of ``context_video``) are read through decord at the model's frame size and stride; the model rolls out
+``frames`` frames after them.
 
 Output format: the MP4 holds ``context + frames`` frames: the K context frames first, marked with a thin red
-border (so a viewer sees where generation starts), then the N generated frames. ``--side-by-side`` doubles the
+border (so a viewer sees where generation starts), then the N generated frames. ``side_by_side`` doubles the
 width: real | generated, the real continuation read in chunks from the source video (black once it ends).
 Default output: ``<run folder>/generated/<video>_<N>f.mp4`` (``..._sbs.mp4`` side by side), where the run folder
 is the parent of the checkpoint's ``checkpoints/`` folder.
@@ -16,18 +17,20 @@ is the parent of the checkpoint's ``checkpoints/`` folder.
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
 from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+from lightning_ssmvid.utils.config import CONFIG_DIR
 from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.memory import rss_mb
@@ -37,7 +40,7 @@ RED = np.array([255, 0, 0], np.uint8)
 
 
 class DataUnavailableError(FileNotFoundError):
-    """The run's data set cannot be read here; ``--context-video`` gives a context from any video file."""
+    """The run's data set cannot be read here; ``context_video=PATH`` gives a context from any video file."""
 
 
 # ---------------------------------------------------------------------------------------------------------- frames
@@ -174,7 +177,7 @@ def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path
     """The ``index``-th video of ``split`` of the run's data set (``run_config["data"]``), via the data module."""
     from hydra.utils import instantiate
 
-    hint = "pass --context-video PATH to start from any video file instead"
+    hint = "pass context_video=PATH to start from any video file instead"
     root = Path(str(data_config.get("root")))
     if not root.is_dir():
         raise DataUnavailableError(f"the run's data folder {root} (data.root of the checkpoint's run config) does not "
@@ -195,7 +198,7 @@ def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path
         raise DataUnavailableError(f"no {split} videos in {dm.dataset_dir} (this data set may have no {split} split); "
                                    f"{hint}")
     if not 0 <= index < len(videos):
-        raise IndexError(f"--video {index} is out of range: the {split} split has {len(videos)} videos (0..."
+        raise IndexError(f"video={index} is out of range: the {split} split has {len(videos)} videos (0..."
                          f"{len(videos) - 1})")
     return Path(videos[index])
 
@@ -209,61 +212,47 @@ def read_context(path: str | Path, n_context: int, frame_size: int, stride: int 
     span = (n_context - 1) * stride + 1
     if len(reader) < span:
         raise ValueError(f"{path} has {len(reader)} frames; a context of {n_context} frames at stride {stride} needs "
-                         f"{span} (lower --context)")
+                         f"{span} (lower context)")
     return reader, read_frames(reader, 0, n_context, stride, frame_size)
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lightning_ssmvid.generate", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
-    p.add_argument("--ckpt", required=True, help="checkpoint written by lightning_ssmvid.train")
-    p.add_argument("--frames", type=int, required=True, help="frames to generate after the context")
-    p.add_argument("--context", type=int, default=16, help="real context frames (default 16)")
-    p.add_argument("--out", default=None, help="output .mp4 (default: RUN/generated/<video>_<N>f.mp4)")
-    p.add_argument("--video", type=int, default=0, help="index of the video in --split (default 0)")
-    p.add_argument("--split", choices=("val", "train", "test"), default="val")
-    p.add_argument("--context-video", default=None, help="any video file as the context (no data set needed)")
-    p.add_argument("--side-by-side", action="store_true", help="write real | generated")
-    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the data's fps, else 24)")
-    p.add_argument("--reencode", action="store_true", help="feed back the re-encoded frame instead of the latent")
-    p.add_argument("--seed", type=int, default=0, help="seed of a stochastic head's draws (default 0)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Run the CLI; returns ``generate_video``'s result (errors are raised, not printed: see ``__main__``)."""
-    args = parser().parse_args(argv)
-    if args.frames < 1 or args.context < 1:
-        raise ValueError("--frames and --context must be >= 1")
-    model = load_checkpoint(args.ckpt, args.device)
+def run(cfg: DictConfig) -> dict:
+    """Generate as ``cfg`` (``conf/generate.yaml``'s keys) asks; returns ``generate_video``'s result."""
+    if cfg.frames < 1 or cfg.context < 1:
+        raise ValueError(f"frames={cfg.frames} and context={cfg.context} must be >= 1")
+    if cfg.split not in ("val", "train", "test"):
+        raise ValueError(f"split={cfg.split}: must be val, train or test")
+    model = load_checkpoint(cfg.ckpt_path, cfg.device)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
-    source = Path(args.context_video) if args.context_video else dataset_video(data, args.split, args.video)
-    reader, context = read_context(source, args.context, frame_size, stride)
-    real = iter_real_frames(reader, args.context * stride, stride, frame_size) if args.side_by_side else None
-    fps = args.fps or float((data.get("generator") or {}).get("fps") or 24)
-    out = Path(args.out) if args.out else (
-        run_folder(args.ckpt) / "generated" / f"{source.stem}_{args.frames}f{'_sbs' if args.side_by_side else ''}.mp4")
-    result = generate_video(model, context, args.frames, out, real=real, fps=fps, reencode=args.reencode,
-                            progress=not args.no_progress, seed=args.seed)
-    write_json_atomic(out.with_suffix(".json"), {**result, "ckpt": str(args.ckpt), "context": args.context,
-                                                 "seed": args.seed, "source": str(source)})
+    source = Path(cfg.context_video) if cfg.context_video else dataset_video(data, cfg.split, cfg.video)
+    reader, context = read_context(source, cfg.context, frame_size, stride)
+    real = iter_real_frames(reader, cfg.context * stride, stride, frame_size) if cfg.side_by_side else None
+    fps = cfg.fps or float((data.get("generator") or {}).get("fps") or 24)
+    out = Path(cfg.out) if cfg.out else (run_folder(cfg.ckpt_path) / "generated"
+                                         / f"{source.stem}_{cfg.frames}f{'_sbs' if cfg.side_by_side else ''}.mp4")
+    result = generate_video(model, context, cfg.frames, out, real=real, fps=fps, reencode=cfg.reencode,
+                            progress=cfg.progress, seed=cfg.seed)
+    write_json_atomic(out.with_suffix(".json"), {**result, "ckpt": str(cfg.ckpt_path), "context": cfg.context,
+                                                 "seed": cfg.seed, "source": str(source)})
     from rich import print as rprint
 
-    rprint(f"wrote {result['path']}: {args.context} context + {result['frames']} generated frames "
+    rprint(f"wrote {result['path']}: {cfg.context} context + {result['frames']} generated frames "
            f"({result['frames_per_s']:.1f} frames/s, peak RSS {result['peak_rss_mb']:.0f} MiB)")
     ratios = {k: v for k, v in result["persistence"].items() if "ratio" in k}
     rprint("vs the context: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     return result
 
 
-if __name__ == "__main__":
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="generate")
+def main(cfg: DictConfig) -> None:
     with user_errors():  # one line and exit status 2, like every command
         try:
-            main()
-        except (FileNotFoundError, ValueError, IndexError) as error:  # bad --context/--frames/--out values
+            run(cfg)
+        except (FileNotFoundError, ValueError, IndexError) as error:  # bad context/frames/out/video values
             raise UserError(str(error)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -232,15 +232,22 @@ class VideoModel(L.LightningModule):
         return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, "test")
+
+    def _evaluation_step(self, batch: dict, batch_idx: int, prefix: str) -> None:
+        """Teacher-forced losses logged as ``prefix/...`` (validation and test never run at once: one set of means)."""
         out, _ = self.losses(batch, generator=self.sampling_generator(batch_idx))  # the same draws every epoch
         # weighted by the real clips: a rank's filler clips (valid=False) add nothing to the pooled means
         n_clips = batch["valid"].sum() if "valid" in batch else clip_shape(batch)[0]
         for name, value in out.items():
             self.val_means[name].update(value.detach(), weight=n_clips)
-            self.log(f"val/{name}", self.val_means[name])
+            self.log(f"{prefix}/{name}", self.val_means[name])
         if "pixel_mse" in out:
             self.val_psnr_next.update(out["pixel_mse"].detach(), weight=n_clips)
-            self.log(keys.VAL_PSNR_NEXT, self.val_psnr_next)
+            self.log(keys.VAL_PSNR_NEXT.replace("val/", f"{prefix}/", 1), self.val_psnr_next)
 
     def parameter_groups(self) -> list[dict]:
         """AdamW groups: matrices decay; vectors (norms, biases, D, dt biases) and SSM dynamics parameters flagged

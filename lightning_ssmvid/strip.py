@@ -1,21 +1,22 @@
 """A picture of a rollout: real (top) vs generated (bottom) frames at chosen horizons after the context.
 
-    python -m lightning_ssmvid.strip --ckpt RUN/checkpoints/last.ckpt --out docs/strip.png
-    python -m lightning_ssmvid.strip --ckpt CKPT --horizons 1 16 64 240 --video 2 --seed 1
+    python -m lightning_ssmvid.strip ckpt_path=RUN/checkpoints/last.ckpt out=docs/strip.png
+    python -m lightning_ssmvid.strip ckpt_path=CKPT horizons=[1,16,64,240] video=2 seed=1
 
+A Hydra app (``conf/strip.yaml`` lists every key).
 The model rolls out ``max(horizons)`` frames (streamed; only the chosen frames are kept); the real frames come from
 the same video (black past its end). Also writes the rollout's persistence ratios next to the PNG (``.json``).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.generate import (
@@ -27,8 +28,8 @@ from lightning_ssmvid.generate import (
     to_image,
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
-from lightning_ssmvid.utils.config import project_relative
-from lightning_ssmvid.utils.errors import UserError
+from lightning_ssmvid.utils.config import CONFIG_DIR, project_relative
+from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
 
 
@@ -72,48 +73,42 @@ def draw(context_image: np.ndarray, real: list, generated: list, horizons: Seque
     plt.close(fig)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lightning_ssmvid.strip", description=__doc__.split("\n")[0])
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64, 128, 240])
-    p.add_argument("--context", type=int, default=16)
-    p.add_argument("--video", type=int, default=0)
-    p.add_argument("--split", choices=("val", "train", "test"), default="val")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output .png (default RUN/generated/strip_<video>.png)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    args = parser().parse_args(argv)
-    if min(args.horizons) < 1 or args.context < 1:
-        raise ValueError("--horizons and --context must be >= 1")
-    horizons = sorted(set(args.horizons))
-    model = load_checkpoint(args.ckpt)
+def run(cfg: DictConfig) -> Path:
+    """Draw the strip ``cfg`` (``conf/strip.yaml``'s keys) asks for; returns the PNG's path."""
+    if min(cfg.horizons) < 1 or cfg.context < 1:
+        raise ValueError(f"horizons={list(cfg.horizons)} and context={cfg.context} must be >= 1")
+    horizons = sorted(set(cfg.horizons))
+    model = load_checkpoint(cfg.ckpt_path)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
-    source = dataset_video(data, args.split, args.video)
-    reader, context = read_context(source, args.context, frame_size, stride)
-    real, generated, persistence = rollout_strip(model, context, iter_real_frames(reader, args.context * stride,
+    source = dataset_video(data, cfg.split, cfg.video)
+    reader, context = read_context(source, cfg.context, frame_size, stride)
+    real, generated, persistence = rollout_strip(model, context, iter_real_frames(reader, cfg.context * stride,
                                                                                   stride, frame_size),
-                                                 horizons, args.seed)
+                                                 horizons, cfg.seed)
     config = model.run_config
     head = (config["model"].get("head") or {}).get("name", "mse")
     title = (f"{config.get('name')} (run seed {config.get('seed')}; {config['model']['core'].get('name')} core, "
-             f"{head} head, draw seed {args.seed}): {source.name} of {args.split}, {args.context} context frames")
-    out = Path(args.out) if args.out else run_folder(args.ckpt) / "generated" / f"strip_{source.stem}.png"
+             f"{head} head, draw seed {cfg.seed}): {source.name} of {cfg.split}, {cfg.context} context frames")
+    out = Path(cfg.out) if cfg.out else run_folder(cfg.ckpt_path) / "generated" / f"strip_{source.stem}.png"
     draw(to_image(context[-1]), real, generated, horizons, title, out)
-    write_json_atomic(out.with_suffix(".json"), {"ckpt": project_relative(args.ckpt),
+    write_json_atomic(out.with_suffix(".json"), {"ckpt": project_relative(cfg.ckpt_path),
                                                  "source": project_relative(source),
-                                                 "seed": args.seed,
+                                                 "seed": cfg.seed,
                                                  "horizons": horizons,
                                                  "persistence": persistence.summary(rollout_bands(max(horizons)))})
     print(f"wrote {out}")
     return out
 
 
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="strip")
+def main(cfg: DictConfig) -> None:
+    with user_errors():  # one line and exit status 2, like every command
+        try:
+            run(cfg)
+        except (FileNotFoundError, ValueError, IndexError) as error:
+            raise UserError(str(error)) from None
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, IndexError, UserError) as error:
-        sys.exit(f"error: {error}")
+    main()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ from lightning_ssmvid.evaluate import evaluate
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.rollouts import Evaluator, evaluate_clips
 from lightning_ssmvid.train import train
+from lightning_ssmvid.utils.config import PROJECT_ROOT as REPO
 from lightning_ssmvid.utils.errors import UserError
 from tests.helpers import LONG_MEMORY_TINY, compose_config
 
@@ -63,11 +66,29 @@ def test_two_simulated_ranks_equal_one_process(trained_run):
 
 
 def test_evaluate_a_checkpoint_on_the_test_split(trained_run):
-    metrics = evaluate(str(trained_run / "checkpoints" / "last.ckpt"), ["data.val_split=test"])
-    assert "val/loss" in metrics and "val/psnr_h1-16" in metrics
+    """split=test runs trainer.test on the test clips and logs test/... (teacher-forced, rollouts, memory probes)."""
+    metrics = evaluate(str(trained_run / "checkpoints" / "last.ckpt"), split="test")
+    for key in ("test/loss", "test/psnr_h1-16", "test/recall_oracle", "test/probe_chance", "test/recall_copy_last"):
+        assert key in metrics, key
+    assert not [key for key in metrics if key.startswith("val/")]
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert summary["evaluation"]["test"]["metrics"]["val/loss"] == pytest.approx(metrics["val/loss"])
+    assert summary["evaluation"]["test"]["metrics"]["test/loss"] == pytest.approx(metrics["test/loss"])
     assert (trained_run / "eval_test" / "curves.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_evaluate_command_recomposes_the_saved_config_with_overrides(trained_run):
+    """The Hydra app: ckpt_path= plus overrides of the run's saved config; a key no config has is one error."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.evaluate", f"ckpt_path={ckpt}",
+                           "callbacks.evaluation.n_clips=1", "logger=csv"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evaluation = json.loads((trained_run / "summary.json").read_text())["evaluation"]["val"]
+    assert evaluation["overrides"] == ["callbacks.evaluation.n_clips=1", "logger=csv"]
+    assert "val/loss" in evaluation["metrics"] and "val/psnr_h1-16" in evaluation["metrics"]
+    wrong = subprocess.run([sys.executable, "-m", "lightning_ssmvid.evaluate", f"ckpt_path={ckpt}",
+                            "callbacks.evaluation.n_clipz=1"], capture_output=True, text=True, cwd=REPO)
+    assert wrong.returncode != 0 and "n_clipz" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path):

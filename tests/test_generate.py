@@ -1,7 +1,7 @@
 """Long-video generation from a checkpoint: a tiny smoke model trained through the real configs, then rolled out.
 
 Output format checked here: the MP4 holds ``context + frames`` frames (the K real context frames with a red border,
-then the N generated ones); ``--side-by-side`` doubles the width (real | generated, black once the real video ends).
+then the N generated ones); ``side_by_side`` doubles the width (real | generated, black once the real video ends).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from lightning_ssmvid.data.video_io import open_video, read_frames, video_size
-from lightning_ssmvid.generate import DataUnavailableError, generate_video, load_checkpoint, main
+from lightning_ssmvid.generate import DataUnavailableError, generate_video, load_checkpoint, run
 from lightning_ssmvid.train import train
+from lightning_ssmvid.utils.config import compose_config as compose_command
 from lightning_ssmvid.utils.errors import UserError
 from tests.helpers import compose_config
 
@@ -41,6 +42,11 @@ def smoke_ckpt(tmp_path_factory, data_dir) -> Path:
     return train_tiny(tmp_path_factory.mktemp("generate"), data_dir)
 
 
+def generate(ckpt: Path, *overrides: str) -> dict:
+    """``python -m lightning_ssmvid.generate ckpt_path=CKPT OVERRIDES``, composed from conf/generate.yaml."""
+    return run(compose_command("generate", f"ckpt_path={ckpt}", "progress=false", *overrides))
+
+
 def decoded(path: Path) -> tuple[int, tuple[int, ...]]:
     """(frames decord reads, (H, W, 3) from the header); the last frame must decode too."""
     reader = open_video(path)
@@ -50,7 +56,7 @@ def decoded(path: Path) -> tuple[int, tuple[int, ...]]:
 
 
 def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
-    result = main(["--ckpt", str(smoke_ckpt), "--frames", "300", "--no-progress"])
+    result = generate(smoke_ckpt, "frames=300")
     out = Path(result["path"])
     assert out == smoke_ckpt.parent.parent / "generated" / "clip_00000_300f.mp4"  # default: RUN/generated/
     assert decoded(out) == (CONTEXT + 300, (SIZE, SIZE, 3))
@@ -65,7 +71,8 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
 def test_strip_draws_real_and_generated_frames_at_each_horizon(smoke_ckpt, tmp_path):
     from lightning_ssmvid import strip
 
-    out = strip.main(["--ckpt", str(smoke_ckpt), "--horizons", "1", "8", "40", "--out", str(tmp_path / "s.png")])
+    out = strip.run(compose_command("strip", f"ckpt_path={smoke_ckpt}", "horizons=[1,8,40]",
+                                    f"out={tmp_path / 's.png'}"))
     assert out.stat().st_size > 1000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(json.loads(out.with_suffix(".json").read_text())["persistence"]) >= {"motion_ratio_h17-40"}
 
@@ -83,8 +90,8 @@ def test_a_stochastic_head_rolls_out_the_same_video_for_a_seed(tmp_path, data_di
 def test_side_by_side_marks_context_and_blacks_out_past_the_real_end(smoke_ckpt, tmp_path):
     out = tmp_path / "sbs.mp4"
     n = 60  # the smoke videos have 48 frames: real frames 16..47, then black
-    main(["--ckpt", str(smoke_ckpt), "--frames", str(n), "--context", "8", "--split", "train", "--video", "1",
-          "--side-by-side", "--out", str(out), "--fps", "12", "--no-progress"])
+    generate(smoke_ckpt, f"frames={n}", "context=8", "split=train", "video=1", "side_by_side=true", f"out={out}",
+             "fps=12")
     assert decoded(out) == (8 + n, (SIZE, 2 * SIZE, 3))
     reader = open_video(out)
     first, last = reader[0].asnumpy(), reader[len(reader) - 1].asnumpy()  # 2*SIZE = 64 wide: decoded as is
@@ -110,12 +117,12 @@ def test_memory_stays_bounded(smoke_ckpt, tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="checkpoint .*no.ckpt does not exist"):
-        main(["--ckpt", str(tmp_path / "no.ckpt"), "--frames", "4"])
+        generate(tmp_path / "no.ckpt", "frames=4")
 
 
 def test_bad_video_index_lists_the_range(smoke_ckpt):
     with pytest.raises(IndexError, match="out of range"):
-        main(["--ckpt", str(smoke_ckpt), "--frames", "4", "--video", "999", "--no-progress"])
+        generate(smoke_ckpt, "frames=4", "video=999")
 
 
 def test_context_video_works_after_the_data_folder_is_deleted(tmp_path):
@@ -125,9 +132,8 @@ def test_context_video_works_after_the_data_folder_is_deleted(tmp_path):
     video = shutil.copy(source, tmp_path / "my_video.mp4")
     shutil.rmtree(data)
 
-    with pytest.raises(DataUnavailableError, match="--context-video"):
-        main(["--ckpt", str(ckpt), "--frames", "4", "--no-progress"])
-    result = main(["--ckpt", str(ckpt), "--frames", "20", "--context", "4", "--context-video", str(video),
-                   "--out", str(tmp_path / "g.mp4"), "--no-progress"])
+    with pytest.raises(DataUnavailableError, match="context_video="):
+        generate(ckpt, "frames=4")
+    result = generate(ckpt, "frames=20", "context=4", f"context_video={video}", f"out={tmp_path / 'g.mp4'}")
     assert decoded(Path(result["path"])) == (4 + 20, (SIZE, SIZE, 3))
     assert not data.exists(), "generation must not re-create the deleted data set"

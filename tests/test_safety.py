@@ -80,7 +80,7 @@ def test_our_checkpoint_loads_with_weights_only(ckpt):
 def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     bad = tmp_path / "half.ckpt"
     bad.write_bytes(b"PK\x03\x04 half written")
-    args = {"generate": ["--ckpt", str(bad), "--frames", "4"], "evaluate": [f"ckpt_path={bad}"],
+    args = {"generate": [f"ckpt_path={bad}", "frames=4"], "evaluate": [f"ckpt_path={bad}"],
             "train": ["experiment=smoke", "logger=none", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'run'}",
                       f"paths.data_dir={tmp_path / 'data'}"]}[module]
     done = subprocess.run([sys.executable, "-m", f"lightning_ssmvid.{module}", *args], capture_output=True, text=True,

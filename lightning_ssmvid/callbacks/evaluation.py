@@ -21,7 +21,8 @@ class RolloutEvaluation(L.Callback):
     """At the end of validation (every ``every_n_epochs`` and always at the last epoch), evaluate rollouts on the
     first ``n_clips`` validation videos and, on long-memory data (``gap_bins``), the memory probes on
     ``memory_clips`` validation videos (null: all) with the state read-out fitted on ``memory_fit_clips`` training
-    videos (null: all); logs ``val/...`` scalars, W&B curves and real|generated sample videos, and writes
+    videos (null: all); the same on the test videos at the end of ``trainer.test``; logs ``val/...`` (``test/...``)
+    scalars, W&B curves and real|generated sample videos, and writes
     ``curves.json`` in the run folder."""
 
     def __init__(self, n_clips: int = 4, context: int = 16, horizon: int = 64, every_n_epochs: int = 1,
@@ -47,23 +48,30 @@ class RolloutEvaluation(L.Callback):
                     or (trainer.current_epoch + 1) % self.every_n_epochs == 0)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: VideoModel) -> None:
-        if not self._due(trainer):
-            return
+        if self._due(trainer):
+            self.evaluate(trainer, pl_module, trainer.datamodule.val_set, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: VideoModel) -> None:
+        if self.n_clips > 0:
+            self.evaluate(trainer, pl_module, trainer.datamodule.test_set, "test")
+
+    def evaluate(self, trainer: L.Trainer, pl_module: VideoModel, dataset, prefix: str) -> None:
+        """Rollouts and memory probes on ``dataset`` (the validation or test clips), logged as ``prefix/...``."""
         datamodule = trainer.datamodule
-        kwargs, n_clips = dict(self.evaluator_kwargs), self.n_clips
+        kwargs, n_clips = dict(self.evaluator_kwargs, prefix=prefix), self.n_clips
         if trainer.fast_dev_run:  # a wiring check: one clip, one event
             kwargs["max_events_per_clip"], n_clips = 1, 1
-        videos = [entry.path for entry in datamodule.val_set.videos][:n_clips]
+        videos = [entry.path for entry in dataset.videos][:n_clips]
         evaluator = evaluate_clips(pl_module, videos, datamodule.frame_size, trainer.global_rank,
                                    trainer.world_size, self.n_samples, datamodule.stride, **kwargs)
         scalars, curves = evaluator.compute()
         if self.evaluator_kwargs["gap_bins"]:
-            memory = self.memory_probes(trainer, pl_module, fast=bool(trainer.fast_dev_run))
-            scalars.update(memory.compute())
+            memory = self.memory_probes(trainer, pl_module, dataset, fast=bool(trainer.fast_dev_run))
+            scalars.update(memory.compute(prefix))
             curves["codec_ceiling_per_colour"] = memory.codec_per_colour
         lives = memory_half_lives(pl_module.core)
         if lives is not None:
-            scalars.update(horizon_summary(lives))
+            scalars.update(horizon_summary(lives, prefix))
             curves["memory_halflife"] = sorted(lives.tolist())
         for key, value in scalars.items():
             if math.isfinite(value):
@@ -75,9 +83,9 @@ class RolloutEvaluation(L.Callback):
             log_to_wandb(trainer, scalars, curves, videos, self.fps, lives)
             write_json_atomic(out / "curves.json", {"epoch": trainer.current_epoch, "scalars": scalars, **curves})
 
-
-    def memory_probes(self, trainer: L.Trainer, pl_module: VideoModel, fast: bool = False) -> MemoryEvaluator:
-        """The memory probes (``memory_probes``) over this rank's share of the validation and training clips."""
+    def memory_probes(self, trainer: L.Trainer, pl_module: VideoModel, scored, fast: bool = False) -> MemoryEvaluator:
+        """The memory probes (``memory_probes``) over this rank's share of the ``scored`` clips (validation or test),
+        the state read-out fitted on the training clips."""
         datamodule, rank, world = trainer.datamodule, trainer.global_rank, trainer.world_size
         limit = lambda videos, n: videos[: (1 if fast else n)]  # noqa: E731  (None: all)
         memory = MemoryEvaluator(self.evaluator_kwargs["gap_bins"], self.palette_size,
@@ -85,7 +93,7 @@ class RolloutEvaluation(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         for dataset, n, fit in ((datamodule.train_set, self.memory_fit_clips, True),
-                                (datamodule.val_set, self.memory_clips, False)):
+                                (scored, self.memory_clips, False)):
             videos = limit([entry.path for entry in dataset.videos], n)[rank::world]
             memory.update(pl_module, videos, datamodule.frame_size, dataset.latents, fit=fit)
         pl_module.train(was_training)

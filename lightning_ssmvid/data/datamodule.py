@@ -36,7 +36,7 @@ class VideoDataModule(L.LightningDataModule):
     (cached by its config); without it, ``root`` is a folder of the user's videos (``train/``/``val/`` subfolders,
     or a deterministic ``val_fraction`` split of the files).
 
-    ``val_split`` names the subfolder validation reads (``test`` to evaluate on the test split).
+    ``val_split`` names the subfolder validation reads and ``test_split`` the one ``trainer.test`` reads.
     ``sampling="random"``: random clips of ``clip_length``. ``sampling="stream"``: each batch slot walks one video in
     consecutive ``clip_length`` segments; batches add ``reset``/``valid`` (B,) flags and the model carries the core
     state between them. In both modes the position in the epoch is saved in checkpoints (``state_dict``), so a run
@@ -58,6 +58,7 @@ class VideoDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         sampling: str = "random",
         val_split: str = "val",
+        test_split: str = "test",
         seed: int = 0,
     ):
         super().__init__()
@@ -80,8 +81,9 @@ class VideoDataModule(L.LightningDataModule):
         if sampling not in ("random", "stream"):
             raise ValueError(f"data.sampling must be 'random' or 'stream', got {sampling!r}")
         self.val_fraction, self.sampling, self.val_split, self.seed = val_fraction, sampling, val_split, seed
+        self.test_split = test_split
         self.skipped: dict[str, int] = {}
-        self.train_set = self.val_set = None
+        self.train_set = self.val_set = self.test_set = None
         self.stream_position = {"epoch": -1, "consumed": 0}  # batches of the epoch the model has trained on
 
     @property
@@ -100,8 +102,20 @@ class VideoDataModule(L.LightningDataModule):
         return videos
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+        if self.train_set is None:
+            self._setup_train_val()
+        if stage == "test" and self.test_set is None:  # trainer.test: the test_split folder (the probes fit on train)
+            folder = self.dataset_dir / self.test_split
+            if not folder.is_dir():
+                raise UserError(f"{self.dataset_dir} has no {self.test_split}/ folder to test on: add it, or set "
+                                "data.test_split to the folder that holds the test videos")
+            videos = self._scan(list_videos(folder), self.test_split)
+            if not videos:
+                raise UserError(f"no readable video with at least {(self.clip_length - 1) * self.stride + 1} frames "
+                                f"in {folder} (skipped: {self.skipped or 'none'})")
+            self.test_set = self._dataset(videos)
+
+    def _setup_train_val(self) -> None:
         folder = self.dataset_dir
         if not folder.is_dir():
             raise UserError(f"data.root: data folder {folder} does not exist; pass data.root=DIR, a folder of videos "
@@ -158,6 +172,10 @@ class VideoDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
         return self._loader(self.val_set, FixedClipSampler(self.val_set, self.val_clips_per_video, rank, world_size))
+
+    def test_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank()
+        return self._loader(self.test_set, FixedClipSampler(self.test_set, self.val_clips_per_video, rank, world_size))
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Count the training batches the model actually consumes (prefetched ones are not yet consumed)."""

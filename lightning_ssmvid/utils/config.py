@@ -55,11 +55,16 @@ def instantiate_list(cfg: DictConfig | None) -> list:
     return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
 
 
-def compose_train_config(*overrides: str) -> DictConfig:
-    """The train config as ``python -m lightning_ssmvid.train OVERRIDES`` composes it (without the hydra node)."""
+def compose_config(name: str, *overrides: str) -> DictConfig:
+    """``conf/<name>.yaml`` as the command of that name composes it from ``OVERRIDES`` (without the hydra node)."""
     GlobalHydra.instance().clear()  # compose needs a fresh Hydra (a test or an earlier compose may hold one)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def compose_train_config(*overrides: str) -> DictConfig:
+    """The train config as ``python -m lightning_ssmvid.train OVERRIDES`` composes it (without the hydra node)."""
+    return compose_config("train", *overrides)
 
 
 def code_commit() -> str:
