@@ -23,42 +23,23 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
 from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+from lightning_ssmvid.pictures import side_by_side, to_image, with_border
 from lightning_ssmvid.utils.config import CONFIG_DIR
 from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.memory import rss_mb
 
 CHUNK = 64  # real frames read from the source video at a time (side by side)
-RED = np.array([255, 0, 0], np.uint8)
 
 
 class DataUnavailableError(FileNotFoundError):
     """The run's data set cannot be read here; ``context_video=PATH`` gives a context from any video file."""
-
-
-# ---------------------------------------------------------------------------------------------------------- frames
-def to_image(frame: Tensor) -> np.ndarray:
-    """(C, H, W) float in [0, 1] or uint8 -> (H, W, 3) uint8."""
-    if frame.dtype != torch.uint8:
-        frame = frame.float().clamp(0, 1).mul(255).round().to(torch.uint8)
-    if frame.shape[0] == 1:
-        frame = frame.expand(3, *frame.shape[1:])
-    return frame[:3].permute(1, 2, 0).cpu().numpy()
-
-
-def with_border(image: np.ndarray, colour: np.ndarray = RED) -> np.ndarray:
-    """A copy of (H, W, 3) ``image`` with a thin border (2 px per 64 px, even so yuv420p keeps it red)."""
-    out = image.copy()
-    t = max(2, 2 * round(min(image.shape[:2]) / 64))
-    out[:t], out[-t:], out[:, :t], out[:, -t:] = colour, colour, colour, colour
-    return out
 
 
 def iter_real_frames(reader, start: int, stride: int = 1, frame_size: int | None = None,
@@ -126,9 +107,8 @@ def generate_video(
     writer = VideoWriter(out_path, fps=fps, lossless=lossless)
     try:
         for frame in context[0]:
-            image = to_image(frame)
-            image = with_border(image) if mark_context else image
-            writer.write(np.concatenate([image, image], axis=1) if real_iter is not None else image)
+            image = with_border(to_image(frame)) if mark_context else to_image(frame)
+            writer.write(side_by_side(image, image) if real_iter is not None else image)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[speed]} frames/s"), TimeRemainingColumn())
         with Progress(*columns, disable=not progress) as bar:
@@ -137,7 +117,7 @@ def generate_video(
             for i, frame in enumerate(model.rollout(context, n_frames, reencode=reencode, seed=seed)):
                 persistence.update(frame[0])
                 image = to_image(frame[0])
-                writer.write(np.concatenate([next_real(), image], axis=1) if real_iter is not None else image)
+                writer.write(side_by_side(next_real(), image) if real_iter is not None else image)
                 del frame, image
                 if i % 16 == 15 or i + 1 == n_frames:
                     peak_rss = max(peak_rss, rss_mb())

@@ -25,9 +25,9 @@ from lightning_ssmvid.generate import (
     load_checkpoint,
     read_context,
     run_folder,
-    to_image,
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+from lightning_ssmvid.pictures import to_image
 from lightning_ssmvid.utils.config import CONFIG_DIR, project_relative
 from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic

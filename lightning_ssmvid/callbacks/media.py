@@ -6,29 +6,12 @@ import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from lightning_ssmvid.data.video_io import write_video
 from lightning_ssmvid.metrics import keys
-
-
-def side_by_side(real: Tensor, generated: Tensor, context: int) -> np.ndarray:
-    """(T, 3, H, 2W + 2) uint8: real | generated, the context frames of the generated side framed in red."""
-    real, generated = real[0], generated[0]
-    generated = torch.cat([real[:context], generated])
-    frames = torch.cat([real, torch.ones_like(real[:, :, :, :2]), generated], dim=-1)
-    frames[:context, 0, :, -real.shape[-1]:] = torch.where(_border(real.shape[-1]), 1.0,
-                                                           frames[:context, 0, :, -real.shape[-1]:])
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def _border(size: int) -> Tensor:
-    mask = torch.zeros(size, size, dtype=torch.bool)
-    mask[:1], mask[-1:], mask[:, :1], mask[:, -1:] = True, True, True, True
-    return mask
+from lightning_ssmvid.pictures import side_by_side_video
 
 
 def write_samples(samples: list, out_dir: Path, fps: float, context: int) -> list[Path]:
@@ -36,7 +19,7 @@ def write_samples(samples: list, out_dir: Path, fps: float, context: int) -> lis
     paths = []
     for i, (real, generated) in enumerate(samples):
         paths.append(write_video(out_dir / f"sample_{i}.mp4",
-                                 side_by_side(real, generated, context).transpose(0, 2, 3, 1), fps=fps, lossless=False))
+                                 side_by_side_video(real, generated, context), fps=fps, lossless=False))
     return paths
 
 
