@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lightning_ssmvid.heads import register_head
 from lightning_ssmvid.heads.base import Head
+from lightning_ssmvid.ops import flow_euler_cpu
 
 CHUNK = 1024  # frames integrated at once: a whole clip's conditioning for every step would not fit in memory
 
@@ -73,6 +74,13 @@ class FlowHead(Head):
         c = self.condition(h) + self.time(time_embedding(t, self.width).to(h.dtype))
         return [block.modulation(c) for block in self.blocks] + [self.out_modulation(c)]
 
+    def step_modulations(self, h: Tensor) -> list[Tensor]:
+        """h (N, D) -> ``modulations`` at each Euler step's time: (steps, N, 3W) per block, then (steps, N, 2W).
+        The condition is projected once and the time once per step (not once per step and row)."""
+        times = torch.arange(self.steps, device=h.device, dtype=h.dtype) / self.steps
+        c = self.condition(h)[None] + self.time(time_embedding(times, self.width).to(h.dtype))[:, None]
+        return [block.modulation(c) for block in self.blocks] + [self.out_modulation(c)]
+
     def velocity(self, x_t: Tensor, t: Tensor | None = None, h: Tensor | None = None,
                  modulations: list[Tensor] | None = None) -> Tensor:
         """x_t (N, L) at times t (N,) given h (N, D), or given their ``modulations`` -> (N, L)."""
@@ -121,9 +129,34 @@ class FlowHead(Head):
     def _integrate(self, noise: Tensor, flat: Tensor) -> Tensor:
         """Euler steps of dx/dt = v from ``noise`` (N, L) given conditions ``flat`` (N, D) -> x1 (N, L)."""
         x = noise * self.temperature
-        times = torch.arange(self.steps, device=flat.device, dtype=flat.dtype) / self.steps
-        # the conditioning of every Euler step in one batched pass: the loop then runs the MLP only
-        all_steps = self.modulations(times[:, None].expand(-1, flat.shape[0]), flat.expand(self.steps, -1, -1))
+        all_steps = self.step_modulations(flat)  # the conditioning of every step in one pass: the loop runs the MLP
+        if self._fused_ok(x):
+            return self._integrate_fused(x, all_steps)
         for i in range(self.steps):
             x = x + self.velocity(x, modulations=[m[i] for m in all_steps]) / self.steps
         return x
+
+    def _fused_ok(self, x: Tensor) -> bool:
+        """The C++ sampler serves float32 CPU inference; training, autograd and other devices keep PyTorch."""
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+            return False
+        if not flow_euler_cpu.enabled():
+            return False
+        return flow_euler_cpu.kernel() is not None
+
+    def _integrate_fused(self, x: Tensor, all_steps: list[Tensor]) -> Tensor:
+        """``_integrate``'s Euler loop in one C++ call (``ops/flow_euler_cpu``), from the same modulations."""
+        block_mod = torch.stack(all_steps[:-1], dim=1)  # (steps, depth, N, 3W)
+        return flow_euler_cpu.flow_euler(x, self.input.weight, self.input.bias, *self._stacked_mlps(), block_mod,
+                                         self.out.weight, self.out.bias, all_steps[-1])
+
+    def _stacked_mlps(self) -> tuple[Tensor, ...]:
+        """The blocks' MLP weights stacked (depth, ...) for the kernel; rebuilt when a weight changes (its version
+        counts every in-place update: optimiser steps, load_state_dict)."""
+        layers = [(block.mlp[0], block.mlp[2]) for block in self.blocks]
+        key = tuple((p.data_ptr(), p._version) for pair in layers for layer in pair for p in (layer.weight, layer.bias))
+        if getattr(self, "_stack_cache", (None,))[0] != key:
+            stacked = tuple(torch.stack([getattr(pair[i], name) for pair in layers])
+                            for i in (0, 1) for name in ("weight", "bias"))
+            self._stack_cache = (key, stacked)
+        return self._stack_cache[1]

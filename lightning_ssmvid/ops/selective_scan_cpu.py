@@ -1,20 +1,13 @@
 """The fused CPU selective scan: a C++ kernel (``csrc/selective_scan_cpu.cpp``) compiled on first use.
 
-``torch.utils.cpp_extension.load`` builds it with the machine's gcc (and ninja) into the torch extensions
-cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), once per source, flags and CPU: the
-build name carries a hash of all three, because ``-march=native`` code must not run on another CPU model
-(clusters share home folders). If the build fails ``kernel()`` returns None; then, or with ``SSMVID_FUSED_SCAN=0``,
-``selective_scan`` logs one line and uses the PyTorch path.
+Built by ``ops.cpp_extension`` (once per source, flags and CPU). If the build fails ``kernel()`` returns None; then,
+or with ``SSMVID_FUSED_SCAN=0``, ``selective_scan`` logs one line and uses the PyTorch path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
 import os
-import platform
-import sys
 import threading
 from pathlib import Path
 
@@ -22,20 +15,11 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-log = logging.getLogger(__name__)
+from lightning_ssmvid.ops.cpp_extension import build_once
+
 SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 _lock = threading.Lock()
 _state: dict = {}
-
-
-def _cpu_fingerprint() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
-    except OSError:
-        lines = []
-    return platform.machine() + "".join(lines)
 
 
 def enabled() -> bool:
@@ -59,28 +43,7 @@ def fused_scan_disabled():
 
 def kernel():
     """The compiled extension module, or None when it cannot be built (logged once)."""
-    if "module" in _state:
-        return _state["module"]
-    with _lock:
-        if "module" in _state:
-            return _state["module"]
-        module = None
-        digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_fingerprint().encode())
-        name = f"ssmvid_selective_scan_{digest.hexdigest()[:12]}"
-        try:
-            from torch.utils.cpp_extension import is_ninja_available, load
-
-            if not is_ninja_available():  # the `ninja` wheel sits beside this interpreter, maybe not on PATH
-                os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-
-            module = load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
-                          verbose=False)
-        except Exception as err:  # noqa: BLE001 - no compiler, no ninja, a failed build: fall back
-            text = str(err).strip() or type(err).__name__
-            first = next((ln.strip() for ln in text.splitlines() if "error:" in ln), text.splitlines()[0])[:200]
-            log.warning("fused CPU selective scan could not be built (%s): using the PyTorch scan", first)
-        _state["module"] = module
-        return module
+    return build_once(_state, _lock, "ssmvid_selective_scan", SOURCE, "fused CPU selective scan", "the PyTorch scan")
 
 
 class FusedSelectiveScan(torch.autograd.Function):
