@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_ssmvid.callbacks.evaluation import RolloutEvaluation
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.utils.checkpoints import check_targets
 from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config, instantiate_list
@@ -43,7 +44,7 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None, split: str = "v
     out_dir = run_dir / f"eval_{split}"
     cfg.callbacks.evaluation.output_dir = str(out_dir)
     # this version's evaluation callback (not a model setting: a checkpoint saved before a module moved still runs)
-    cfg.callbacks.evaluation._target_ = compose_train_config().callbacks.evaluation._target_
+    cfg.callbacks.evaluation._target_ = f"{RolloutEvaluation.__module__}.{RolloutEvaluation.__qualname__}"
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     loggers = []

@@ -19,6 +19,7 @@ from lightning_ssmvid.frames import clip_shape, to_unit
 from lightning_ssmvid.heads import Head, build_head
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.temporal import PooledPSNR
+from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.loggers import wandb_run_id
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ class VideoModel(L.LightningModule):
     + latent_weight * head.loss(h[t], z[t], sg(z[t+1]))`` with ``z_hat`` the head's mean.
     ``context_noise > 0`` corrupts the core's input latents at a level ~ U(0, context_noise) per frame that the core
     is told (so it learns to read imperfect frames, as its own rollout is); generation tells it ``rollout_noise``.
+    ``own_input_rate > 0`` (scheduled sampling, in parallel): a no-grad first pass draws the model's own prediction of
+    every frame, and that share of the input frames (after the first) is replaced by it before the training pass,
+    whose targets stay the real next frames, so the model learns to correct its own one-step errors.
     A batch with a ``"reset"`` (B,) flag is a stream segment: the core state is carried (detached) from the
     previous batch and reset where the flag is set (truncated backprop through time).
     A batch of ``"latents"`` (B, T, latent) instead of frames (two-stage training, ``freeze_codec=True``) trains the
@@ -65,6 +69,7 @@ class VideoModel(L.LightningModule):
         context_noise: float = 0.0,
         rollout_noise: float = 0.0,
         foreground_weight: float = 0.0,
+        own_input_rate: float = 0.0,
     ):
         super().__init__()
         self.codec, self.core = codec, core
@@ -72,6 +77,9 @@ class VideoModel(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.pixel_weight, self.recon_weight, self.latent_weight = pixel_weight, recon_weight, latent_weight
         self.foreground_weight = foreground_weight  # joint training: up-weight object pixels, as codec pretraining
+        if not 0.0 <= own_input_rate < 1.0:
+            raise UserError(f"model.own_input_rate={own_input_rate}: must be in [0, 1)")
+        self.own_input_rate = own_input_rate  # scheduled sampling: inputs replaced by the model's own draws
         latent_dim, d_model = codec.latent_dim, core.d_model
         # the codec's latent dims differ in scale by 10x (grid vs frame-pooled): normalise each frame before the core
         self.in_norm = nn.LayerNorm(latent_dim) if in_norm else nn.Identity()
@@ -154,6 +162,8 @@ class VideoModel(L.LightningModule):
         weight = weight / weight.sum().clamp_min(1)  # an all-invalid (padding) batch gives a zero loss, graph intact
         mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
         z_in, level = self.corrupt(z, generator) if self.training and self.context_noise > 0 else (z, 0.0)
+        if self.training and self.own_input_rate > 0:
+            z_in = self.with_own_inputs(z_in, level, state, generator)
         h, state = self.core(self.embed(z_in, level), state)
         head_loss = (self.head.loss(h[:, :-1], z_in[:, :-1], z[:, 1:], generator) * weight).sum()
         out = {self.head.loss_name: head_loss, "loss": self.latent_weight * head_loss}
@@ -172,6 +182,16 @@ class VideoModel(L.LightningModule):
                     weighted_frame_error(decoded, target, self.foreground_weight) * weight).sum()
                 out["loss"] = out["loss"] + factor * error
         return out, state
+
+    @torch.no_grad()
+    def with_own_inputs(self, z_in: Tensor, level: Tensor | float, state: State | None,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """z_in (B, T, L) with a share ``own_input_rate`` of frames 1..T-1 replaced by the model's draw of that frame
+        from the frames before it (one parallel pass; the first frame is always real)."""
+        h, _ = self.core(self.embed(z_in, level), state)
+        own = self.head.sample(h[:, :-1], z_in[:, :-1], generator)  # own[:, t] predicts z_in[:, t + 1]
+        pick = torch.rand(own.shape[:2], device=own.device, generator=generator) < self.own_input_rate
+        return torch.cat([z_in[:, :1], torch.where(pick[..., None], own.to(z_in.dtype), z_in[:, 1:])], dim=1)
 
     def cue_loss(self, h: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
         """Cross-entropy of the cue colour at every labelled frame; h (B, T, D), labels (B, T) (-1: none), weight (B,)
@@ -346,7 +366,6 @@ def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:
     from hydra.utils import instantiate
 
     from lightning_ssmvid.utils.checkpoints import check_targets, read_checkpoint
-    from lightning_ssmvid.utils.errors import UserError
 
     checkpoint = read_checkpoint(ckpt_path, map_location)
     run_config = checkpoint.get("run_config")

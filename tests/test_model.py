@@ -149,3 +149,25 @@ def test_predictions_at_chosen_frames_equal_the_full_pass():
         some, h_some, _ = model.predict_with_features(z, at=at)
     torch.testing.assert_close(some, torch.stack([full[b, at[b]] for b in range(2)]))
     torch.testing.assert_close(h_some, h)
+
+
+def test_own_inputs_replace_a_share_of_frames_with_the_models_one_step_predictions():
+    model = make_model()
+    model.own_input_rate = 0.5
+    z = torch.randn(3, 40, 8)
+    mixed = model.with_own_inputs(z, 0.0, None, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        own = model.predict_latents(z)[0][:, :-1]  # the mse head's prediction of frames 1..T-1
+    assert torch.equal(mixed[:, 0], z[:, 0])
+    is_real = (mixed[:, 1:] == z[:, 1:]).all(-1)
+    is_own = torch.isclose(mixed[:, 1:], own, rtol=1e-5, atol=1e-6).all(-1)
+    assert (is_real | is_own).all() and 0.3 < is_own.float().mean() < 0.7
+    batch = {"latents": z}
+    model.train()
+    trained = model.losses(batch, generator=torch.Generator().manual_seed(0))[0]["loss"]
+    model.own_input_rate = 0.0
+    plain = model.losses(batch, generator=torch.Generator().manual_seed(0))[0]["loss"]
+    assert trained.requires_grad and not torch.isclose(trained, plain)
+    with pytest.raises(Exception, match="own_input_rate=1.0"):
+        VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                   optimizer=torch.optim.SGD, own_input_rate=1.0)
