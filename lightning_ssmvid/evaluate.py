@@ -11,6 +11,7 @@ folder's ``summary.json`` (under ``evaluation.<split>``), ``eval_<split>/curves.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -35,12 +36,12 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None, split: str = "v
         raise UserError(f"split={split}: must be val or test")
     model = load_model(ckpt_path)
     check_targets(model.run_config, str(ckpt_path))  # data, loggers and callbacks are built from it too
-    overrides = [o.removeprefix("+") for o in overrides or []]  # Hydra's "+key=value" adds a key; so does key=value
+    overrides = [o.lstrip("+") for o in overrides or []]  # Hydra's "+key=value"/"++key=value" add a key; so does this
     cfg = apply_overrides(OmegaConf.create(model.run_config), overrides)
     refuse_model_changes(model.run_config, cfg, overrides)
     run_dir = Path(ckpt_path).resolve().parent.parent
-    if split == "val" and cfg.data.get("val_split", "val") != "val":  # the older spelling: data.val_split=test
-        split = cfg.data.val_split
+    if split == "val" and cfg.data.get("val_split", "val") == cfg.data.get("test_split", "test"):
+        split, cfg.data.val_split = "test", "val"  # the older spelling, data.val_split=test: the test split, as test
     out_dir = run_dir / f"eval_{split}"
     cfg.callbacks.evaluation.output_dir = str(out_dir)
     # this version's evaluation callback (not a model setting: a checkpoint saved before a module moved still runs)
@@ -95,7 +96,24 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-TASK_KEYS = ("ckpt_path", "split")  # keys of conf/evaluate.yaml itself; every other override changes the run's config
+TASK_KEYS = ("ckpt_path", "split", "experiment")  # keys of evaluate itself; the others change the run's config
+
+
+def with_run_experiment(argv: list[str]) -> list[str]:
+    """``argv`` plus ``experiment=NAME`` of the checkpoint's run (from its run folder's ``config.yaml``), so that
+    Hydra checks the overrides against the keys the run has (its data set's ``data.generator.*``, say), not only
+    against the default training config's. ``experiment=`` chooses nothing else: the run's saved config is used."""
+    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
+    if ckpt is None or any(a.split("=", 1)[0].lstrip("+~") == "experiment" for a in argv):
+        return argv
+    saved = Path(ckpt).resolve().parent.parent / "config.yaml"
+    try:
+        name = OmegaConf.load(saved).get("name") if saved.is_file() else None
+    except Exception:  # noqa: BLE001 - an unreadable file: Hydra checks against the default config
+        name = None
+    if name and (CONFIG_DIR / "experiment" / f"{name}.yaml").is_file():
+        return [*argv, f"experiment={name}"]
+    return argv
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
@@ -108,4 +126,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = with_run_experiment(sys.argv[1:])
     main()

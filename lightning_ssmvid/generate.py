@@ -157,6 +157,8 @@ def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path
     """The ``index``-th video of ``split`` of the run's data set (``run_config["data"]``), via the data module."""
     from hydra.utils import instantiate
 
+    if split not in ("val", "train", "test"):
+        raise ValueError(f"split={split}: must be val, train or test")
     hint = "pass context_video=PATH to start from any video file instead"
     root = Path(str(data_config.get("root")))
     if not root.is_dir():
@@ -168,7 +170,7 @@ def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path
         if split == "test":
             from lightning_ssmvid.data.video_io import list_videos
 
-            videos = list_videos(dm.dataset_dir / "test")
+            videos = list_videos(dm.dataset_dir / getattr(dm, "test_split", "test"))
         else:
             dm.setup()
             videos = [v.path for v in (dm.val_set if split == "val" else dm.train_set).videos]
@@ -201,8 +203,6 @@ def run(cfg: DictConfig) -> dict:
     """Generate as ``cfg`` (``conf/generate.yaml``'s keys) asks; returns ``generate_video``'s result."""
     if cfg.frames < 1 or cfg.context < 1:
         raise ValueError(f"frames={cfg.frames} and context={cfg.context} must be >= 1")
-    if cfg.split not in ("val", "train", "test"):
-        raise ValueError(f"split={cfg.split}: must be val, train or test")
     model = load_checkpoint(cfg.ckpt_path, cfg.device)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
@@ -230,7 +230,7 @@ def main(cfg: DictConfig) -> None:
     with user_errors():  # one line and exit status 2, like every command
         try:
             run(cfg)
-        except (FileNotFoundError, ValueError, IndexError) as error:  # bad context/frames/out/video values
+        except (FileNotFoundError, ValueError, IndexError, TypeError) as error:  # bad context/frames/out/video values
             raise UserError(str(error)) from None
 
 

@@ -34,7 +34,7 @@ LatentSource = Callable[[Path], np.ndarray] | None
 
 def load_clip_sidecar(video_path: Path) -> dict | None:
     """The long-memory ground truth next to a clip, if there is one."""
-    from lightning_ssmvid.data.long_memory import load_sidecar
+    from lightning_ssmvid.data.long_memory.sidecar import load_sidecar
 
     sidecar = Path(video_path).with_suffix(".json")
     return load_sidecar(sidecar) if sidecar.is_file() else None

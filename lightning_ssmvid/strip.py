@@ -106,7 +106,7 @@ def main(cfg: DictConfig) -> None:
     with user_errors():  # one line and exit status 2, like every command
         try:
             run(cfg)
-        except (FileNotFoundError, ValueError, IndexError) as error:
+        except (FileNotFoundError, ValueError, IndexError, TypeError) as error:  # bad horizons/context/video values
             raise UserError(str(error)) from None
 
 

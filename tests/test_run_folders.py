@@ -33,7 +33,7 @@ def test_two_simultaneous_cli_runs_write_two_folders(tmp_path):
              for _ in range(2)]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
-    # (data.prepare has a run folder of its own, with no config.yaml)
+    # (only training runs have a config.yaml)
     runs = [run for run in (tmp_path / "logs" / "smoke" / "runs").iterdir() if (run / "config.yaml").is_file()]
     assert len(runs) == 2
     assert all((run / "summary.json").is_file() for run in runs)

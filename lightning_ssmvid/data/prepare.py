@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from lightning_ssmvid.utils.config import CONFIG_DIR
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="prepare")
 def main(cfg: DictConfig) -> None:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()

@@ -130,15 +130,18 @@ class FlowHead(Head):
         """Euler steps of dx/dt = v from ``noise`` (N, L) given conditions ``flat`` (N, D) -> x1 (N, L)."""
         x = noise * self.temperature
         all_steps = self.step_modulations(flat)  # the conditioning of every step in one pass: the loop runs the MLP
-        if self._fused_ok(x):
+        if self._fused_ok(x, all_steps):
             return self._integrate_fused(x, all_steps)
         for i in range(self.steps):
             x = x + self.velocity(x, modulations=[m[i] for m in all_steps]) / self.steps
         return x
 
-    def _fused_ok(self, x: Tensor) -> bool:
-        """The C++ sampler serves float32 CPU inference; training, autograd and other devices keep PyTorch."""
-        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+    def _fused_ok(self, x: Tensor, all_steps: list[Tensor]) -> bool:
+        """The C++ sampler serves float32 CPU inference; training, autograd, autocast, other dtypes and devices and
+        a head without blocks keep PyTorch."""
+        if x.device.type != "cpu" or torch.is_grad_enabled() or not len(self.blocks):
+            return False
+        if any(t.dtype != torch.float32 for t in (x, *all_steps)) or self.input.weight.dtype != torch.float32:
             return False
         if not flow_euler_cpu.enabled():
             return False

@@ -64,7 +64,7 @@ MEMORY_HALFLIFE = "memory_halflife"  # quantiles of SSM decay half-lives in fram
 MEMORY_HALFLIFE_QUANTILES = (50, 90, 99)
 PEAK_RSS_MB = "peak_rss_mb"  # peak resident memory of the training process (callbacks/summary.py)
 
-# W&B-only media (evaluation.log_to_wandb). A wandb.plot chart is stored by W&B as the table "<key>_table" with the
+# W&B-only media (callbacks/media.log_to_wandb). A wandb.plot chart is stored by W&B as the table "<key>_table" with the
 # columns below; the memory-horizon histogram is log10 of the half-lives; samples are real | generated videos.
 CURVES = "curves"
 SAMPLES = "samples"

@@ -22,7 +22,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from lightning_ssmvid.data.long_memory import MAX_PALETTE, cue_mask
+from lightning_ssmvid.data.long_memory.config import MAX_PALETTE
+from lightning_ssmvid.data.long_memory.sidecar import cue_mask
 from lightning_ssmvid.metrics.stats import bootstrap_ci
 
 ABSENT = -1  # the predicted "colour" when no palette colour is near the pixels

@@ -52,6 +52,11 @@ torch::Tensor flow_euler(torch::Tensor x0, torch::Tensor w_in, torch::Tensor b_i
                 "flow_euler: every input must be a contiguous float32 CPU tensor");
   }
   const int64_t N = x0.size(0), L = x0.size(1), W = w_in.size(0), depth = w1.size(0), steps = out_mod.size(0);
+  TORCH_CHECK(x0.dim() == 2 && w_in.dim() == 2 && w_in.size(1) == L && b_in.numel() == W && w1.dim() == 3 &&
+              w1.size(1) == W && w1.size(2) == W && w2.sizes() == w1.sizes() && b1.dim() == 2 && b1.size(0) == depth &&
+              b1.size(1) == W && b2.sizes() == b1.sizes() && w_out.dim() == 2 && w_out.size(0) == L &&
+              w_out.size(1) == W && b_out.numel() == L && block_mod.dim() == 4 && out_mod.dim() == 3,
+              "flow_euler: weight shapes do not match (x0 (N, L), w_in (W, L), w1/w2 (depth, W, W), w_out (L, W))");
   TORCH_CHECK(block_mod.size(0) == steps && block_mod.size(1) == depth && block_mod.size(2) == N &&
               block_mod.size(3) == 3 * W && out_mod.size(1) == N && out_mod.size(2) == 2 * W,
               "flow_euler: modulation shapes do not match the weights");
