@@ -206,3 +206,16 @@ def test_evaluate_can_rechoose_a_config_group(trained_run):
     assert "val/loss" in metrics
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["evaluation"]["val"]["overrides"][0] == "logger=none"
+
+
+def test_the_command_checks_overrides_against_the_runs_experiment(tmp_path):
+    from lightning_ssmvid.evaluate import with_run_experiment
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    (run / "config.yaml").write_text("name: mamba2_short\n")
+    assert with_run_experiment([ckpt, "split=test"]) == [ckpt, "split=test", "experiment=mamba2_short"]
+    assert with_run_experiment([ckpt, "experiment=smoke"]) == [ckpt, "experiment=smoke"]  # the user's choice
+    (run / "config.yaml").write_text("name: my_own_family\n")  # not an experiment: the default config's keys
+    assert with_run_experiment([ckpt]) == [ckpt]
