@@ -29,13 +29,3 @@ def core_options(core: str) -> dict:
 
     spec = OmegaConf.to_container(compose_train_config(f"core={core}").core, resolve=True)
     return {k: v for k, v in spec.items() if k not in ("_target_", "d_model", "n_layers")}
-
-
-def experiment_core(experiment: str) -> dict:
-    """``build_core`` keyword arguments (name, sizes, options) of the composed ``experiment``, e.g. ``mamba_long``."""
-    from omegaconf import OmegaConf
-
-    from lightning_ssmvid.utils.config import compose_train_config
-
-    spec = OmegaConf.to_container(compose_train_config(f"experiment={experiment}").core, resolve=True)
-    return {k: v for k, v in spec.items() if k != "_target_"}

@@ -139,13 +139,9 @@ class FlowHead(Head):
     def _fused_ok(self, x: Tensor, all_steps: list[Tensor]) -> bool:
         """The C++ sampler serves float32 CPU inference; training, autograd, autocast, other dtypes and devices and
         a head without blocks keep PyTorch."""
-        if x.device.type != "cpu" or torch.is_grad_enabled() or not len(self.blocks):
-            return False
-        if any(t.dtype != torch.float32 for t in (x, *all_steps)) or self.input.weight.dtype != torch.float32:
-            return False
-        if not flow_euler_cpu.enabled():
-            return False
-        return flow_euler_cpu.kernel() is not None
+        eligible = (x.device.type == "cpu" and not torch.is_grad_enabled() and len(self.blocks) > 0
+                    and all(t.dtype == torch.float32 for t in (x, self.input.weight, *all_steps)))
+        return eligible and flow_euler_cpu.enabled() and flow_euler_cpu.kernel() is not None
 
     def _integrate_fused(self, x: Tensor, all_steps: list[Tensor]) -> Tensor:
         """``_integrate``'s Euler loop in one C++ call (``ops/flow_euler_cpu``), from the same modulations."""
