@@ -5,11 +5,13 @@ A Hydra app (``conf/evaluate.yaml``). It rebuilds model and data from the checkp
 teacher-forced losses and the rollout evaluation on ``split`` (``val``: ``trainer.validate``, logged as ``val/...``;
 ``test``: ``trainer.test`` on ``data.test_split``, logged as ``test/...``) and writes the results into the run
 folder's ``summary.json`` (under ``evaluation.<split>``), ``eval_<split>/curves.json`` and W&B (a run with
-``job_type=eval`` in the training run's group).
+``job_type=eval`` in the training run's group). Overrides that would change the model are refused, except the
+sampling settings (``head.temperature``, ``head.steps``, ``model.rollout_noise``; ``lightning_ssmvid/sampling.py``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.callbacks.evaluation import RolloutEvaluation
 from lightning_ssmvid.model import load_model
+from lightning_ssmvid.sampling import EVALUATE_KEYS, apply_sampling
 from lightning_ssmvid.utils.checkpoints import check_targets
 from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config, instantiate_list
 from lightning_ssmvid.utils.errors import UserError, user_errors
@@ -39,6 +42,11 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None, split: str = "v
     overrides = [o.lstrip("+") for o in overrides or []]  # Hydra's "+key=value"/"++key=value" add a key; so does this
     cfg = apply_overrides(OmegaConf.create(model.run_config), overrides)
     refuse_model_changes(model.run_config, cfg, overrides)
+    try:
+        sampling = apply_sampling(model, **{name: OmegaConf.select(cfg, key) for key, name in EVALUATE_KEYS.items()
+                                            if any(o.startswith(f"{key}=") for o in overrides)})
+    except ValueError as error:  # temperature of a deterministic head, steps=0
+        raise UserError(str(error)) from None
     run_dir = Path(ckpt_path).resolve().parent.parent
     if split == "val" and cfg.data.get("val_split", "val") == cfg.data.get("test_split", "test"):
         split, cfg.data.val_split = "test", "val"  # the older spelling, data.val_split=test: the test split, as test
@@ -65,7 +73,7 @@ def evaluate(ckpt_path: str, overrides: list[str] | None = None, split: str = "v
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         summary.setdefault("evaluation", {})[split] = {"checkpoint": str(ckpt_path), "metrics": metrics,
-                                                       "overrides": overrides}
+                                                       "overrides": overrides, "sampling": sampling}
         write_json_atomic(summary_path, summary)
     finish_wandb(loggers)
     return metrics
@@ -76,13 +84,27 @@ MODEL_KEYS = ("model", "core", "codec", "head", "stages")  # what the checkpoint
 
 def refuse_model_changes(saved: dict, cfg: DictConfig, overrides: list[str]) -> None:
     """Evaluation scores the checkpoint's own model: an override that would change it is refused (it would be
-    ignored, and the summary would record a model that was not evaluated)."""
-    ours = OmegaConf.to_container(cfg, resolve=True)
+    ignored, and the summary would record a model that was not evaluated). Sampling settings are allowed."""
+    saved, ours = without_sampling(saved), without_sampling(OmegaConf.to_container(cfg, resolve=True))
     changed = [key for key in MODEL_KEYS if saved.get(key) != ours.get(key)]
     if changed:
         asked = [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0] in changed]
         raise UserError(f"evaluate scores the checkpoint's own model; {', '.join(asked or changed)} would change its "
                         f"{', '.join(changed)}: refused (train a run with those settings and evaluate that)")
+
+
+def without_sampling(config: dict) -> dict:
+    """A copy of a resolved run config without the sampling settings (``sampling.EVALUATE_KEYS``): evaluation may
+    change those, they are not weights."""
+    config = copy.deepcopy(config)
+    for key in EVALUATE_KEYS:
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import hydra
@@ -30,6 +31,8 @@ from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
 from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
 from lightning_ssmvid.pictures import side_by_side, to_image, with_border
+from lightning_ssmvid.sampling import apply_sampling
+from lightning_ssmvid.streamed_rollout import streamed_rollout
 from lightning_ssmvid.utils.config import CONFIG_DIR
 from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
@@ -67,6 +70,8 @@ def generate_video(
     progress: bool = True,
     lossless: bool = False,
     seed: int = 0,
+    decode_chunk: int = 16,
+    rss_every: int = 1000,
 ) -> dict:
     """Roll ``model`` out ``n_frames`` frames after ``context`` and stream them to ``out_path`` (MP4).
 
@@ -78,8 +83,10 @@ def generate_video(
     Returns ``frames`` (generated), ``written`` (frames in the file), ``seconds`` and ``frames_per_s`` of the rollout
     loop (model + writing), ``peak_rss_mb`` (largest VmRSS sampled during the rollout), ``start_rss_mb``, ``path``
     and ``persistence``: foreground and motion of the rollout against the context's per horizon band
-    (``RolloutPersistence``; ~1 when the objects stay and keep moving, 0 when they vanish or freeze). A stochastic
-    head's draws are fixed by ``seed``.
+    (``RolloutPersistence``; ~1 when the objects stay and keep moving, 0 when they vanish or freeze), and
+    ``rss_curve``: (frames generated, VmRSS MiB) every ``rss_every`` frames and at the end. A stochastic head's draws
+    are fixed by ``seed``. Latents are drawn in a background thread and decoded ``decode_chunk`` at a time
+    (``streamed_rollout``; 1: one at a time in this thread).
     """
     if context.dim() == 4:
         context = context.unsqueeze(0)
@@ -104,6 +111,7 @@ def generate_video(
     out_path = Path(out_path)
     persistence = RolloutPersistence(to_unit(context[0]).cpu())
     start_rss = peak_rss = rss_mb()
+    rss_curve = []
     writer = VideoWriter(out_path, fps=fps, lossless=lossless)
     try:
         for frame in context[0]:
@@ -114,15 +122,18 @@ def generate_video(
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task(f"generating {out_path.name}", total=n_frames, speed="-")
             start = time.perf_counter()
-            for i, frame in enumerate(model.rollout(context, n_frames, reencode=reencode, seed=seed)):
-                persistence.update(frame[0])
-                image = to_image(frame[0])
-                writer.write(side_by_side(next_real(), image) if real_iter is not None else image)
-                del frame, image
-                if i % 16 == 15 or i + 1 == n_frames:
-                    peak_rss = max(peak_rss, rss_mb())
-                    elapsed = time.perf_counter() - start
-                    bar.update(task, completed=i + 1, speed=f"{(i + 1) / max(elapsed, 1e-9):.0f}")
+            with closing(streamed_rollout(model, context, n_frames, reencode, seed, decode_chunk)) as frames:
+                for i, frame in enumerate(frames):
+                    persistence.update(frame[0])
+                    image = to_image(frame[0])
+                    writer.write(side_by_side(next_real(), image) if real_iter is not None else image)
+                    del frame, image
+                    if i % 16 == 15 or i + 1 == n_frames:
+                        peak_rss = max(peak_rss, rss_mb())
+                        elapsed = time.perf_counter() - start
+                        bar.update(task, completed=i + 1, speed=f"{(i + 1) / max(elapsed, 1e-9):.0f}")
+                    if (i + 1) % rss_every == 0 or i + 1 == n_frames:
+                        rss_curve.append((i + 1, rss_mb()))
             seconds = time.perf_counter() - start
         writer.close()
     except BaseException:
@@ -135,6 +146,7 @@ def generate_video(
         "frames_per_s": n_frames / max(seconds, 1e-9),
         "peak_rss_mb": peak_rss,
         "start_rss_mb": start_rss,
+        "rss_curve": rss_curve,
         "path": str(out_path),
         "persistence": persistence.summary(rollout_bands(n_frames)),
     }
@@ -204,6 +216,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.frames < 1 or cfg.context < 1:
         raise ValueError(f"frames={cfg.frames} and context={cfg.context} must be >= 1")
     model = load_checkpoint(cfg.ckpt_path, cfg.device)
+    sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
     source = Path(cfg.context_video) if cfg.context_video else dataset_video(data, cfg.split, cfg.video)
@@ -213,9 +226,9 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.out) if cfg.out else (run_folder(cfg.ckpt_path) / "generated"
                                          / f"{source.stem}_{cfg.frames}f{'_sbs' if cfg.side_by_side else ''}.mp4")
     result = generate_video(model, context, cfg.frames, out, real=real, fps=fps, reencode=cfg.reencode,
-                            progress=cfg.progress, seed=cfg.seed)
+                            progress=cfg.progress, seed=cfg.seed, decode_chunk=cfg.decode_chunk)
     write_json_atomic(out.with_suffix(".json"), {**result, "ckpt": str(cfg.ckpt_path), "context": cfg.context,
-                                                 "seed": cfg.seed, "source": str(source)})
+                                                 "seed": cfg.seed, "source": str(source), "sampling": sampling})
     from rich import print as rprint
 
     rprint(f"wrote {result['path']}: {cfg.context} context + {result['frames']} generated frames "

@@ -28,6 +28,7 @@ from lightning_ssmvid.generate import (
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
 from lightning_ssmvid.pictures import to_image
+from lightning_ssmvid.sampling import apply_sampling
 from lightning_ssmvid.utils.config import CONFIG_DIR, project_relative
 from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.files import write_json_atomic
@@ -79,6 +80,7 @@ def run(cfg: DictConfig) -> Path:
         raise ValueError(f"horizons={list(cfg.horizons)} and context={cfg.context} must be >= 1")
     horizons = sorted(set(cfg.horizons))
     model = load_checkpoint(cfg.ckpt_path)
+    sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
     source = dataset_video(data, cfg.split, cfg.video)
@@ -95,6 +97,7 @@ def run(cfg: DictConfig) -> Path:
     write_json_atomic(out.with_suffix(".json"), {"ckpt": project_relative(cfg.ckpt_path),
                                                  "source": project_relative(source),
                                                  "seed": cfg.seed,
+                                                 "sampling": sampling,
                                                  "horizons": horizons,
                                                  "persistence": persistence.summary(rollout_bands(max(horizons)))})
     print(f"wrote {out}")

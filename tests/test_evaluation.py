@@ -106,6 +106,17 @@ def test_evaluate_refuses_an_override_that_would_change_the_model(trained_run):
     assert (trained_run / "summary.json").read_text() == before
 
 
+def test_evaluate_may_change_the_sampling_settings_and_records_them(trained_run):
+    """Sampling settings are not weights: ``model.rollout_noise`` is applied and recorded; a temperature for the
+    deterministic head is one error."""
+    ckpt = str(trained_run / "checkpoints" / "last.ckpt")
+    evaluate(ckpt, ["model.rollout_noise=0.2", "callbacks.evaluation.n_clips=1"])
+    evaluation = json.loads((trained_run / "summary.json").read_text())["evaluation"]["val"]
+    assert evaluation["sampling"] == {"rollout_noise": 0.2}
+    with pytest.raises(UserError, match="MSEHead has no temperature"):
+        evaluate(ckpt, ["head.temperature=0.5"])
+
+
 
 class OracleModel:
     """Knows the real videos: its rollouts continue the real frames exactly (perfect memory and rendering), and its

@@ -56,7 +56,7 @@ def decoded(path: Path) -> tuple[int, tuple[int, ...]]:
 
 
 def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
-    result = generate(smoke_ckpt, "frames=300")
+    result = generate(smoke_ckpt, "frames=300", "steps=4", "temperature=0.9")  # sampling settings: recorded
     out = Path(result["path"])
     assert out == smoke_ckpt.parent.parent / "generated" / "clip_00000_300f.mp4"  # default: RUN/generated/
     assert decoded(out) == (CONTEXT + 300, (SIZE, SIZE, 3))
@@ -66,6 +66,8 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
     record = json.loads(out.with_suffix(".json").read_text())  # the rollout's persistence, beside the video
     assert set(record["persistence"]) >= {"foreground_ratio_h1-16", "motion_ratio_h17-128", "foreground_ratio_h129-300"}
     assert record["seed"] == 0 and record["frames"] == 300
+    assert record["sampling"] == {"rollout_noise": 0.0, "temperature": 0.9, "steps": 4}
+    assert [frames for frames, _ in record["rss_curve"]] == [300]
 
 
 def test_strip_draws_real_and_generated_frames_at_each_horizon(smoke_ckpt, tmp_path):

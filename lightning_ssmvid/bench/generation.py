@@ -17,16 +17,14 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from lightning_ssmvid.bench.common import write_json, write_markdown
-from lightning_ssmvid.data.video_io import VideoWriter
+from lightning_ssmvid.generate import generate_video
 from lightning_ssmvid.report import pyplot
 from lightning_ssmvid.utils.config import compose_train_config
-from lightning_ssmvid.utils.memory import rss_mb
 
 # core -> (its experiment, whose composed core and codec sizes are measured; frames to generate in the full run)
 CORES = {"mamba": ("mamba_long", 86_400), "mamba2": ("mamba2_long", 86_400),
@@ -34,26 +32,25 @@ CORES = {"mamba": ("mamba_long", 86_400), "mamba2": ("mamba2_long", 86_400),
 FLOW_CORES = ("mamba", "mamba2")  # also measured with the flow head (its sampling steps run per frame)
 
 
-def measure(core: str, n_frames: int, every: int, head: str = "mse", overrides: tuple[str, ...] = ()) -> dict:
-    """Generate ``n_frames`` after a 16-frame context; RSS curve every ``every`` frames, frames/s overall.
-    ``overrides`` (``key=value``) change the composed experiment (tests use tiny sizes)."""
+def measure(core: str, n_frames: int, every: int, head: str = "mse", overrides: tuple[str, ...] = (),
+            decode_chunk: int = 16) -> dict:
+    """Generate ``n_frames`` after a 16-frame context with ``generate_video`` (what ``make generate`` runs); RSS
+    curve every ``every`` frames, frames/s overall. ``overrides`` (``key=value``) change the composed experiment
+    (tests use tiny sizes); ``decode_chunk=1`` times the unpipelined loop."""
     from hydra.utils import instantiate
 
     torch.manual_seed(0)
     cfg = compose_train_config(f"experiment={CORES[core][0]}", f"head={head}", *overrides)
     model, frame_size = instantiate(cfg.model).eval(), int(cfg.data.frame_size)
     context = torch.randint(0, 256, (1, 16, 3, frame_size, frame_size), dtype=torch.uint8)
-    curve = []
-    with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "out.mp4", lossless=False) as writer:
-        start = time.perf_counter()
-        for i, frame in enumerate(model.rollout(context, n_frames), start=1):
-            writer.write((frame[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
-            if i % every == 0 or i == n_frames:
-                curve.append((i, rss_mb()))
-        seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:  # make generate's own loop: pipelined, decoded, written to MP4
+        result = generate_video(model, context, n_frames, Path(tmp) / "out.mp4", progress=False,
+                                decode_chunk=decode_chunk, rss_every=every)
+    curve, seconds = [tuple(point) for point in result["rss_curve"]], result["seconds"]
     at_1k = next((rss for i, rss in curve if i >= 1000), curve[0][1])
     growth = curve[-1][1] - at_1k
-    return {"core": core, "head": head, "frames": n_frames, "seconds": seconds, "frames_per_s": n_frames / seconds,
+    return {"core": core, "head": head, "decode_chunk": decode_chunk, "frames": n_frames, "seconds": seconds,
+            "frames_per_s": n_frames / seconds,
             "rss_curve": curve, "rss_after_1k_mb": at_1k, "rss_end_mb": curve[-1][1],
             "rss_growth_pct_after_1k": 100 * growth / at_1k,
             "rss_growth_mb_per_1k": growth / max(1, (n_frames - 1000) / 1000) if n_frames > 1000 else 0.0}
@@ -102,9 +99,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=86_400, help=argparse.SUPPRESS)
     parser.add_argument("--every", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--head", default="mse", help=argparse.SUPPRESS)
+    parser.add_argument("--decode-chunk", type=int, default=16, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.frames, args.every, head=args.head)))
+        print(json.dumps(measure(args.one, args.frames, args.every, head=args.head, decode_chunk=args.decode_chunk)))
         return
     write_reports(run(args.quick), args.out)
 

@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lightning_ssmvid.cores import register_core
 from lightning_ssmvid.cores.base import Mixer, ResidualCore, State, no_weight_decay
-from lightning_ssmvid.ops import selective_scan
+from lightning_ssmvid.ops import selective_scan, ssm_step_cpu
 
 
 def inverse_softplus_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4) -> Tensor:
@@ -111,6 +111,13 @@ class MambaMixer(Mixer):
         return self.out_proj(y.transpose(1, 2)), {"conv": conv_state, "ssm": ssm_state}
 
     def step(self, u_t: Tensor, state: State) -> tuple[Tensor, State]:
+        if ssm_step_cpu.usable(u_t, state["ssm"], self.in_proj.weight) and self.in_proj.bias is None:
+            y, conv, ssm = ssm_step_cpu.mamba_step(u_t, state["conv"], state["ssm"], self)  # one C++ call
+            return y, {"conv": conv, "ssm": ssm}
+        return self._step_reference(u_t, state)
+
+    def _step_reference(self, u_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """The PyTorch step (the fused kernel's reference): u_t (B, D) -> (B, D) and the next state."""
         x, z = self.in_proj(u_t).chunk(2, dim=-1)  # (B, d_inner)
         window = torch.cat([state["conv"], x[..., None]], dim=-1)  # (B, d_inner, d_conv)
         x = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)

@@ -17,7 +17,7 @@ from lightning_ssmvid.cores import register_core
 from lightning_ssmvid.cores._blocks import forward_in_blocks
 from lightning_ssmvid.cores.base import Mixer, ResidualCore, State, no_weight_decay
 from lightning_ssmvid.cores.mamba import causal_depthwise_conv, inverse_softplus_dt_bias
-from lightning_ssmvid.ops import ssd_scan
+from lightning_ssmvid.ops import ssd_scan, ssm_step_cpu
 
 
 class GatedRMSNorm(nn.Module):
@@ -94,6 +94,13 @@ class Mamba2Mixer(Mixer):
         return self.out_proj(y), {"conv": conv_state, "ssm": ssm_state}
 
     def step(self, u_t: Tensor, state: State) -> tuple[Tensor, State]:
+        if ssm_step_cpu.usable(u_t, state["ssm"], self.in_proj.weight) and self.in_proj.bias is None:
+            y, conv, ssm = ssm_step_cpu.mamba2_step(u_t, state["conv"], state["ssm"], self)  # one C++ call
+            return y, {"conv": conv, "ssm": ssm}
+        return self._step_reference(u_t, state)
+
+    def _step_reference(self, u_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """The PyTorch step (the fused kernel's reference): u_t (B, D) -> (B, D) and the next state."""
         z, xBC, dt = self._split(u_t)
         window = torch.cat([state["conv"], xBC[..., None]], dim=-1)  # (B, conv_dim, d_conv)
         xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)

@@ -17,10 +17,13 @@ class VideoWriter:
 
     ``lossless=True`` uses libx264rgb with crf 0 (bit-exact RGB, what synthetic data with known answers needs);
     otherwise yuv420p H.264 at ``crf`` (what players and W&B expect). A keyframe every ``gop`` frames keeps
-    random access cheap (a segment never decodes more than ``gop`` frames it does not need).
+    random access cheap (a segment never decodes more than ``gop`` frames it does not need). ``threads=1`` keeps
+    x264 on one thread: at these frame sizes its own threads only contend with the model for the cores (generation
+    at 64x64: ~360 frames/s against ~265-325 with x264's default threads); 0 lets x264 choose.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = 24, lossless: bool = True, crf: int = 18, gop: int = 48):
+    def __init__(self, path: str | os.PathLike, fps: float = 24, lossless: bool = True, crf: int = 18, gop: int = 48,
+                 threads: int = 1):
         import av
 
         self.path = Path(path)
@@ -30,7 +33,7 @@ class VideoWriter:
         self._container = av.open(str(self.tmp_path), mode="w", format="mp4")
         self._codec, self._pix_fmt = ("libx264rgb", "rgb24") if lossless else ("libx264", "yuv420p")
         self._options = {"crf": "0" if lossless else str(crf), "preset": "ultrafast" if lossless else "fast",
-                         "g": str(gop), "keyint_min": str(gop)}
+                         "g": str(gop), "keyint_min": str(gop), "threads": str(threads)}
         self._fps = fps
         self._stream = None
         self.frames_written = 0

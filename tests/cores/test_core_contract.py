@@ -31,11 +31,14 @@ def test_parallel_equals_step_rollout(name, length):
 
 
 @pytest.mark.parametrize("name", CORES)
-def test_parallel_equals_step_rollout_fp32(name):
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "inference"])  # inference: fused CPU steps
+def test_parallel_equals_step_rollout_fp32(name, grad):
     core = make(name, torch.float32)
     u = torch.randn(2, 29, D)
     y, _ = core(u)
-    torch.testing.assert_close(step_rollout(core, u)[0], y, rtol=1e-5, atol=1e-5)
+    with torch.set_grad_enabled(grad):
+        stepped = step_rollout(core, u)[0]
+    torch.testing.assert_close(stepped, y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", CORES)

@@ -1,0 +1,44 @@
+"""Sampling settings an inference command may change on a trained model (they are not weights).
+
+    generate/strip: ``temperature=0.7 steps=16 rollout_noise=0.1``
+    evaluate:       ``head.temperature=0.7 head.steps=16 model.rollout_noise=0.1``
+
+``temperature`` scales a stochastic head's starting noise, ``steps`` is its number of Euler steps per frame, and
+``rollout_noise`` is the context-noise level the core is told its own generated inputs carry (diffusion forcing's
+inference trick; only meaningful for a model trained with ``model.context_noise``).
+"""
+
+from __future__ import annotations
+
+# evaluate's dotted keys -> the setting they change
+EVALUATE_KEYS = {"head.temperature": "temperature", "head.steps": "steps", "model.rollout_noise": "rollout_noise",
+                 "model.head.temperature": "temperature", "model.head.steps": "steps"}
+
+
+def apply_sampling(model, temperature: float | None = None, steps: int | None = None,
+                   rollout_noise: float | None = None) -> dict:
+    """Set the given (non-None) settings on ``model`` (a ``VideoModel``); returns the settings now in force.
+    A setting the model's head does not have (``temperature`` of the mse head) is a ``ValueError``."""
+    head = model.head
+    for name, value in (("temperature", temperature), ("steps", steps)):
+        if value is None:
+            continue
+        if not hasattr(head, name):
+            raise ValueError(f"{name}={value}: the {type(head).__name__} has no {name} (only a stochastic head does)")
+        if (name == "steps" and (int(value) != value or value < 1)) or (name == "temperature" and value < 0):
+            raise ValueError(f"{name}={value}: must be {'an integer >= 1' if name == 'steps' else '>= 0'}")
+        setattr(head, name, int(value) if name == "steps" else float(value))
+    if rollout_noise is not None:
+        if rollout_noise < 0:
+            raise ValueError(f"rollout_noise={rollout_noise}: must be >= 0")
+        model.rollout_noise = float(rollout_noise)
+    return sampling_settings(model)
+
+
+def sampling_settings(model) -> dict:
+    """The settings in force: ``rollout_noise``, and a stochastic head's ``temperature`` and ``steps``."""
+    out = {"rollout_noise": float(model.rollout_noise)}
+    for name in ("temperature", "steps"):
+        if hasattr(model.head, name):
+            out[name] = getattr(model.head, name)
+    return out
