@@ -17,6 +17,7 @@ is the parent of the checkpoint's ``checkpoints/`` folder.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing
@@ -30,6 +31,7 @@ from torch import Tensor
 from lightning_ssmvid.data.video_io import VideoWriter, open_video, read_frames
 from lightning_ssmvid.frames import to_unit
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+from lightning_ssmvid.metrics.scene import SceneKept, scene_bands
 from lightning_ssmvid.pictures import side_by_side, to_image, with_border
 from lightning_ssmvid.sampling import apply_sampling
 from lightning_ssmvid.streamed_rollout import streamed_rollout
@@ -65,13 +67,14 @@ def generate_video(
     *,
     real: Iterable[Tensor] | None = None,
     fps: float = 24,
-    reencode: bool = False,
+    reencode: bool | None = None,
     mark_context: bool = True,
     progress: bool = True,
     lossless: bool = False,
     seed: int = 0,
     decode_chunk: int = 16,
     rss_every: int = 1000,
+    scene: SceneKept | None = None,
 ) -> dict:
     """Roll ``model`` out ``n_frames`` frames after ``context`` and stream them to ``out_path`` (MP4).
 
@@ -85,8 +88,9 @@ def generate_video(
     and ``persistence``: foreground and motion of the rollout against the context's per horizon band
     (``RolloutPersistence``; ~1 when the objects stay and keep moving, 0 when they vanish or freeze), and
     ``rss_curve``: (frames generated, VmRSS MiB) every ``rss_every`` frames and at the end. A stochastic head's draws
-    are fixed by ``seed``. Latents are drawn in a background thread and decoded ``decode_chunk`` at a time
-    (``streamed_rollout``; 1: one at a time in this thread).
+    are fixed by ``seed``. With ``scene`` (a long-memory clip's ``SceneKept``), ``scene`` holds whether the
+    occluder and the object colours are kept per band (1-16, 17-128, 129-240, 241-N). Latents are drawn in a
+    background thread and decoded ``decode_chunk`` at a time (``streamed_rollout``; 1: one at a time in this thread).
     """
     if context.dim() == 4:
         context = context.unsqueeze(0)
@@ -109,7 +113,7 @@ def generate_video(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     out_path = Path(out_path)
-    persistence = RolloutPersistence(to_unit(context[0]).cpu())
+    persistence = RolloutPersistence(to_unit(context[0]).cpu(), rollout_bands(n_frames))
     start_rss = peak_rss = rss_mb()
     rss_curve = []
     writer = VideoWriter(out_path, fps=fps, lossless=lossless)
@@ -125,6 +129,8 @@ def generate_video(
             with closing(streamed_rollout(model, context, n_frames, reencode, seed, decode_chunk)) as frames:
                 for i, frame in enumerate(frames):
                     persistence.update(frame[0])
+                    if scene is not None:
+                        scene.update(frame[0])
                     image = to_image(frame[0])
                     writer.write(side_by_side(next_real(), image) if real_iter is not None else image)
                     del frame, image
@@ -148,7 +154,8 @@ def generate_video(
         "start_rss_mb": start_rss,
         "rss_curve": rss_curve,
         "path": str(out_path),
-        "persistence": persistence.summary(rollout_bands(n_frames)),
+        "persistence": persistence.summary(),
+        **({"scene": scene.summary()} if scene is not None else {}),
     }
 
 
@@ -210,23 +217,41 @@ def read_context(path: str | Path, n_context: int, frame_size: int, stride: int 
     return reader, read_frames(reader, 0, n_context, stride, frame_size)
 
 
+def long_memory_sidecar(video: Path) -> dict | None:
+    """The long-memory sidecar next to ``video``, or None (none there, another kind of .json, or a damaged one)."""
+    from lightning_ssmvid.data.long_memory.sidecar import load_sidecar
+
+    path = Path(video).with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        is_sidecar = isinstance(record, dict) and str(record.get("format", "")).startswith("long_memory/")
+        return load_sidecar(path) if is_sidecar else None
+    except (OSError, ValueError, KeyError) as error:
+        print(f"not scoring the scene: {path} is not a readable long-memory sidecar ({error})")
+        return None
+
+
 # ------------------------------------------------------------------------------------------------------------ CLI
 def run(cfg: DictConfig) -> dict:
     """Generate as ``cfg`` (``conf/generate.yaml``'s keys) asks; returns ``generate_video``'s result."""
     if cfg.frames < 1 or cfg.context < 1:
         raise ValueError(f"frames={cfg.frames} and context={cfg.context} must be >= 1")
     model = load_checkpoint(cfg.ckpt_path, cfg.device)
-    sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise)
+    sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise, cfg.reencode)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
     source = Path(cfg.context_video) if cfg.context_video else dataset_video(data, cfg.split, cfg.video)
     reader, context = read_context(source, cfg.context, frame_size, stride)
     real = iter_real_frames(reader, cfg.context * stride, stride, frame_size) if cfg.side_by_side else None
+    sidecar = long_memory_sidecar(source) if stride == 1 else None  # a long-memory clip: is its scene kept?
+    scene = SceneKept(sidecar, cfg.context, scene_bands(cfg.frames)) if sidecar is not None else None
     fps = cfg.fps or float((data.get("generator") or {}).get("fps") or 24)
     out = Path(cfg.out) if cfg.out else (run_folder(cfg.ckpt_path) / "generated"
                                          / f"{source.stem}_{cfg.frames}f{'_sbs' if cfg.side_by_side else ''}.mp4")
-    result = generate_video(model, context, cfg.frames, out, real=real, fps=fps, reencode=cfg.reencode,
-                            progress=cfg.progress, seed=cfg.seed, decode_chunk=cfg.decode_chunk)
+    result = generate_video(model, context, cfg.frames, out, real=real, fps=fps,
+                            progress=cfg.progress, seed=cfg.seed, decode_chunk=cfg.decode_chunk, scene=scene)
     write_json_atomic(out.with_suffix(".json"), {**result, "ckpt": str(cfg.ckpt_path), "context": cfg.context,
                                                  "seed": cfg.seed, "source": str(source), "sampling": sampling})
     from rich import print as rprint
@@ -235,6 +260,8 @@ def run(cfg: DictConfig) -> dict:
            f"({result['frames_per_s']:.1f} frames/s, peak RSS {result['peak_rss_mb']:.0f} MiB)")
     ratios = {k: v for k, v in result["persistence"].items() if "ratio" in k}
     rprint("vs the context: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    if "scene" in result:
+        rprint("scene kept: " + ", ".join(f"{k} {v:.2f}" for k, v in result["scene"].items()))
     return result
 
 

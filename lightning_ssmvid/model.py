@@ -33,7 +33,8 @@ class VideoModel(L.LightningModule):
     ``pixel_weight * mse(decode(z_hat[t]), x[t+1]) + recon_weight * mse(decode(z[t]), x[t])
     + latent_weight * head.loss(h[t], z[t], sg(z[t+1]))`` with ``z_hat`` the head's mean.
     ``context_noise > 0`` corrupts the core's input latents at a level ~ U(0, context_noise) per frame that the core
-    is told (so it learns to read imperfect frames, as its own rollout is); generation tells it ``rollout_noise``.
+    is told (so it learns to read imperfect frames, as its own rollout is); generation tells it ``rollout_noise``, and
+    with ``rollout_reencode`` feeds back each generated frame decoded and encoded again (onto the codec's manifold).
     ``own_input_rate > 0`` (scheduled sampling, in parallel): a no-grad first pass draws the model's own prediction of
     every frame, and that share of the input frames (after the first) is replaced by it before the training pass,
     whose targets stay the real next frames, so the model learns to correct its own one-step errors.
@@ -68,6 +69,7 @@ class VideoModel(L.LightningModule):
         head: Callable[..., Head] | None = None,
         context_noise: float = 0.0,
         rollout_noise: float = 0.0,
+        rollout_reencode: bool = False,
         foreground_weight: float = 0.0,
         own_input_rate: float = 0.0,
     ):
@@ -90,7 +92,7 @@ class VideoModel(L.LightningModule):
             self.in_proj = nn.Linear(latent_dim, d_model) if latent_dim != d_model else nn.Identity()
         self.head = (head or partial(build_head, "mse"))(latent_dim=latent_dim, d_model=d_model)
         # noise-augmented context (diffusion forcing, GameNGen): inputs corrupted at a level the core is told
-        self.context_noise, self.rollout_noise = context_noise, rollout_noise
+        self.context_noise, self.rollout_noise, self.rollout_reencode = context_noise, rollout_noise, rollout_reencode
         self.noise_embed = nn.Linear(1, d_model) if context_noise > 0 else None
         if self.noise_embed is not None:
             nn.init.zeros_(self.noise_embed.weight)
@@ -309,14 +311,14 @@ class VideoModel(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
-    def rollout_latents(self, z_next: Tensor, state: State, n_steps: int, reencode: bool = False,
+    def rollout_latents(self, z_next: Tensor, state: State, n_steps: int, reencode: bool | None = None,
                         generator: torch.Generator | None = None) -> Iterator[Tensor]:
         """Yield ``n_steps`` predicted latents (B, latent), starting with ``z_next``, stepping the core from ``state``.
 
-        Each prediction is fed back (or, with ``reencode``, decoded and encoded again, as a pixel model would), told
-        as corrupted at ``rollout_noise``; a stochastic head draws each frame with ``generator``.
-        Only the state is kept between steps, so memory is constant for cores with a bounded state.
-        """
+        Each prediction is fed back (``reencode``, default ``rollout_reencode``: decoded and encoded again), told as
+        corrupted at ``rollout_noise``; a stochastic head draws each frame with ``generator``. Only the state is kept
+        between steps, so memory is constant for cores with a bounded state."""
+        reencode = self.rollout_reencode if reencode is None else reencode
         for i in range(n_steps):
             yield z_next
             if i + 1 == n_steps:
@@ -326,7 +328,7 @@ class VideoModel(L.LightningModule):
             z_next = self.head.sample(h, z_in, generator)
 
     @torch.no_grad()
-    def rollout(self, context: Tensor, n_frames: int, reencode: bool = False, seed: int = 0) -> Iterator[Tensor]:
+    def rollout(self, context: Tensor, n_frames: int, reencode: bool | None = None, seed: int = 0) -> Iterator[Tensor]:
         """Yield ``n_frames`` generated frames (B, C, H, W) in [0, 1], one at a time, after ``context``.
 
         context: (B, K, C, H, W) real frames, read in parallel mode (teacher-forced prefix); then the core's step
@@ -338,7 +340,7 @@ class VideoModel(L.LightningModule):
             yield torch.sigmoid(self.codec.decode(z))
 
     @torch.no_grad()
-    def generate(self, context: Tensor, n_frames: int, reencode: bool = False, seed: int = 0) -> Tensor:
+    def generate(self, context: Tensor, n_frames: int, reencode: bool | None = None, seed: int = 0) -> Tensor:
         """context: (B, K, C, H, W) -> generated frames (B, n_frames, C, H, W) in [0, 1] (held in memory)."""
         return torch.stack(list(self.rollout(context, n_frames, reencode, seed)), dim=1)
 
@@ -357,7 +359,6 @@ class VideoModel(L.LightningModule):
     def sampling_generator(self, seed: int) -> torch.Generator:
         """A generator on the model's device seeded with ``seed`` (draws of a stochastic head)."""
         return torch.Generator(device=self.device).manual_seed(int(seed))
-
 
 
 def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:

@@ -295,7 +295,8 @@ def load_generation(bench: Path) -> dict[str, dict]:
     path = bench / "generation.json"
     if not path.is_file():
         return {}
-    return {row["core"]: row for row in json.loads(path.read_text()).get("results", [])}
+    rows = json.loads(path.read_text()).get("results", [])  # the comparison's models have the mse head
+    return {row["core"]: row for row in rows if row.get("head", "mse") == "mse"}
 
 
 def main(argv: list[str] | None = None) -> Path:

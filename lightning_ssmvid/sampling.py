@@ -1,22 +1,24 @@
 """Sampling settings an inference command may change on a trained model (they are not weights).
 
-    generate/strip: ``temperature=0.7 steps=16 rollout_noise=0.1``
-    evaluate:       ``head.temperature=0.7 head.steps=16 model.rollout_noise=0.1``
+    generate/strip: ``temperature=0.7 steps=16 rollout_noise=0.1 reencode=true``
+    evaluate:       ``head.temperature=0.7 head.steps=16 model.rollout_noise=0.1 model.rollout_reencode=true``
 
 ``temperature`` scales a stochastic head's starting noise, ``steps`` is its number of Euler steps per frame, and
 ``rollout_noise`` is the context-noise level the core is told its own generated inputs carry (diffusion forcing's
-inference trick; only meaningful for a model trained with ``model.context_noise``).
+inference trick; only meaningful for a model trained with ``model.context_noise``), and ``reencode`` feeds back each
+generated frame decoded and encoded again (``model.rollout_reencode``) instead of its latent.
 """
 
 from __future__ import annotations
 
 # evaluate's dotted keys -> the setting they change
 EVALUATE_KEYS = {"head.temperature": "temperature", "head.steps": "steps", "model.rollout_noise": "rollout_noise",
-                 "model.head.temperature": "temperature", "model.head.steps": "steps"}
+                 "model.rollout_reencode": "reencode", "model.head.temperature": "temperature",
+                 "model.head.steps": "steps"}
 
 
 def apply_sampling(model, temperature: float | None = None, steps: int | None = None,
-                   rollout_noise: float | None = None) -> dict:
+                   rollout_noise: float | None = None, reencode: bool | None = None) -> dict:
     """Set the given (non-None) settings on ``model`` (a ``VideoModel``); returns the settings now in force.
     A setting the model's head does not have (``temperature`` of the mse head) is a ``ValueError``."""
     head = model.head
@@ -32,12 +34,14 @@ def apply_sampling(model, temperature: float | None = None, steps: int | None = 
         if rollout_noise < 0:
             raise ValueError(f"rollout_noise={rollout_noise}: must be >= 0")
         model.rollout_noise = float(rollout_noise)
+    if reencode is not None:
+        model.rollout_reencode = bool(reencode)
     return sampling_settings(model)
 
 
 def sampling_settings(model) -> dict:
-    """The settings in force: ``rollout_noise``, and a stochastic head's ``temperature`` and ``steps``."""
-    out = {"rollout_noise": float(model.rollout_noise)}
+    """The settings in force: ``rollout_noise``, ``reencode``, and a stochastic head's ``temperature`` and ``steps``."""
+    out = {"rollout_noise": float(model.rollout_noise), "reencode": bool(model.rollout_reencode)}
     for name in ("temperature", "steps"):
         if hasattr(model.head, name):
             out[name] = getattr(model.head, name)

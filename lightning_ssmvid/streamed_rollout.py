@@ -22,10 +22,11 @@ from lightning_ssmvid.frames import to_unit
 _END = object()
 
 
-def streamed_rollout(model, context: Tensor, n_frames: int, reencode: bool = False, seed: int = 0,
+def streamed_rollout(model, context: Tensor, n_frames: int, reencode: bool | None = None, seed: int = 0,
                      decode_chunk: int = 16) -> Iterator[Tensor]:
     """Yield ``n_frames`` generated frames (B, C, H, W) in [0, 1] after ``context`` (B, K, C, H, W), as
-    ``model.rollout`` does. ``decode_chunk=1`` decodes each latent as it comes, in this thread (no pipeline)."""
+    ``model.rollout`` does (``reencode=None``: the model's ``rollout_reencode``). ``decode_chunk=1`` decodes each
+    latent as it comes, in this thread (no pipeline)."""
     if decode_chunk < 1:
         raise ValueError(f"decode_chunk must be >= 1, got {decode_chunk}")
     if decode_chunk == 1:

@@ -38,7 +38,7 @@ def rollout_strip(model, context: torch.Tensor, real_frames, horizons: Sequence[
     """context (K, C, H, W); real_frames: an iterable of (C, H, W) frames continuing it -> (real, generated) lists
     of (H, W, 3) uint8 images at each horizon (1-based), and the rollout's ``RolloutPersistence``."""
     wanted, steps = set(horizons), max(horizons)
-    persistence = RolloutPersistence(to_unit(context).cpu())
+    persistence = RolloutPersistence(to_unit(context).cpu(), rollout_bands(steps))
     real_iter, generated, real = iter(real_frames), {}, {}
     black = np.zeros((*context.shape[-2:], 3), np.uint8)
     for h, frame in enumerate(model.rollout(context[None], steps, seed=seed), start=1):
@@ -80,7 +80,7 @@ def run(cfg: DictConfig) -> Path:
         raise ValueError(f"horizons={list(cfg.horizons)} and context={cfg.context} must be >= 1")
     horizons = sorted(set(cfg.horizons))
     model = load_checkpoint(cfg.ckpt_path)
-    sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise)
+    sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise, cfg.reencode)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)
     source = dataset_video(data, cfg.split, cfg.video)
@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> Path:
                                                  "seed": cfg.seed,
                                                  "sampling": sampling,
                                                  "horizons": horizons,
-                                                 "persistence": persistence.summary(rollout_bands(max(horizons)))})
+                                                 "persistence": persistence.summary()})
     print(f"wrote {out}")
     return out
 

@@ -112,10 +112,28 @@ def test_evaluate_may_change_the_sampling_settings_and_records_them(trained_run)
     ckpt = str(trained_run / "checkpoints" / "last.ckpt")
     evaluate(ckpt, ["model.rollout_noise=0.2", "callbacks.evaluation.n_clips=1"])
     evaluation = json.loads((trained_run / "summary.json").read_text())["evaluation"]["val"]
-    assert evaluation["sampling"] == {"rollout_noise": 0.2}
+    assert evaluation["sampling"] == {"rollout_noise": 0.2, "reencode": False}
     with pytest.raises(UserError, match="MSEHead has no temperature"):
         evaluate(ckpt, ["head.temperature=0.5"])
 
+
+
+def test_generate_scores_the_scene_of_a_long_memory_clip_and_reencode_is_a_setting(trained_run, tmp_path):
+    from lightning_ssmvid.generate import run
+    from lightning_ssmvid.utils.config import compose_config
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    result = run(compose_config("generate", f"ckpt_path={ckpt}", "frames=20", "reencode=true", "progress=false",
+                                f"out={tmp_path / 'g.mp4'}"))
+    assert set(result["scene"]) == {"occluder_kept_h1-16", "colours_kept_h1-16", "occluder_kept_h17-20",
+                                    "colours_kept_h17-20"}
+    assert all(0.0 <= v <= 1.0 or v != v for v in result["scene"].values())
+    assert json.loads((tmp_path / "g.json").read_text())["sampling"]["reencode"] is True
+    model = load_model(str(ckpt))
+    context = torch.rand(1, 4, 3, 32, 32)
+    model.rollout_reencode = True
+    assert torch.equal(model.generate(context, 6), model.generate(context, 6, reencode=True))
+    assert not torch.equal(model.generate(context, 6), model.generate(context, 6, reencode=False))
 
 
 class OracleModel:

@@ -66,8 +66,9 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
     record = json.loads(out.with_suffix(".json").read_text())  # the rollout's persistence, beside the video
     assert set(record["persistence"]) >= {"foreground_ratio_h1-16", "motion_ratio_h17-128", "foreground_ratio_h129-300"}
     assert record["seed"] == 0 and record["frames"] == 300
-    assert record["sampling"] == {"rollout_noise": 0.0, "temperature": 0.9, "steps": 4}
+    assert record["sampling"] == {"rollout_noise": 0.0, "reencode": False, "temperature": 0.9, "steps": 4}
     assert [frames for frames, _ in record["rss_curve"]] == [300]
+    assert "scene" not in record  # bouncing squares have no long-memory sidecar
 
 
 def test_strip_draws_real_and_generated_frames_at_each_horizon(smoke_ckpt, tmp_path):
@@ -115,6 +116,23 @@ def test_memory_stays_bounded(smoke_ckpt, tmp_path):
     assert decoded(tmp_path / "1000.mp4")[0] == CONTEXT + 1000
     growth = long["peak_rss_mb"] - short["peak_rss_mb"]
     assert growth < 4.0, f"RSS grew {growth:.1f} MiB between 100 and 1000 generated frames"
+
+
+def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkeypatch):
+    import sys
+
+    from lightning_ssmvid import rollout_table
+
+    monkeypatch.setattr(sys, "argv", ["rollout_table", "--runs", str(smoke_ckpt.parent.parent), "--settings",
+                                      "temperature=1", "temperature=0 steps=2", "--videos", "0", "1",
+                                      "--frames", "20", "--out", str(tmp_path)])
+    rollout_table.main()
+    rows = json.loads((tmp_path / "rollouts.json").read_text())
+    assert [(r["setting"], r["video"]) for r in rows] == [("temperature=1", 0), ("temperature=1", 1),
+                                                         ("temperature=0 steps=2", 0), ("temperature=0 steps=2", 1)]
+    table = (tmp_path / "rollouts.md").read_text().splitlines()
+    assert len(table) == 6 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
+    assert not (tmp_path / "last.mp4").exists()
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

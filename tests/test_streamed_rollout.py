@@ -28,8 +28,10 @@ def tiny_model(core: str = "mamba2", head: str = "flow"):
 
 @pytest.mark.parametrize("core", ["mamba", "mamba2", "gru"])
 @pytest.mark.parametrize("chunk", [1, 4, 7])
-def test_streamed_frames_are_the_rollouts(core, chunk):
+@pytest.mark.parametrize("reencode", [False, True])
+def test_streamed_frames_are_the_rollouts(core, chunk, reencode):
     model = tiny_model(core)
+    model.rollout_reencode = reencode
     context = torch.rand(2, 3, 3, 32, 32)
     expected = list(model.rollout(context, 10, seed=5))
     got = list(streamed_rollout(model, context, 10, seed=5, decode_chunk=chunk))
@@ -66,7 +68,7 @@ def test_sampling_settings_change_the_draws_and_are_checked():
     context = torch.rand(1, 3, 3, 32, 32)
     default = model.generate(context, 4, seed=1)
     settings = apply_sampling(model, temperature=0.0, steps=3, rollout_noise=0.1)
-    assert settings == {"rollout_noise": 0.1, "temperature": 0.0, "steps": 3}
+    assert settings == {"rollout_noise": 0.1, "reencode": False, "temperature": 0.0, "steps": 3}
     assert not torch.allclose(model.generate(context, 4, seed=1), default)
     assert torch.equal(model.generate(context, 4, seed=1), model.generate(context, 4, seed=2))  # no noise: no seed
     with pytest.raises(ValueError, match="steps=0"):

@@ -49,7 +49,8 @@ def measure(core: str, n_frames: int, every: int, head: str = "mse", overrides: 
     curve, seconds = [tuple(point) for point in result["rss_curve"]], result["seconds"]
     at_1k = next((rss for i, rss in curve if i >= 1000), curve[0][1])
     growth = curve[-1][1] - at_1k
-    return {"core": core, "head": head, "decode_chunk": decode_chunk, "frames": n_frames, "seconds": seconds,
+    return {"core": core, "head": head, "reencode": bool(model.rollout_reencode), "decode_chunk": decode_chunk,
+            "frames": n_frames, "seconds": seconds,
             "frames_per_s": n_frames / seconds,
             "rss_curve": curve, "rss_after_1k_mb": at_1k, "rss_end_mb": curve[-1][1],
             "rss_growth_pct_after_1k": 100 * growth / at_1k,
@@ -73,13 +74,14 @@ def run(quick: bool = False) -> dict:
 
 def write_reports(results: dict, out_dir: Path) -> None:
     write_json(out_dir / "generation.json", results)
-    rows = [[r["core"], r.get("head", "mse"), f"{r['frames']:,}", f"{r['frames_per_s']:.0f}",
+    rows = [[r["core"], r.get("head", "mse"), "yes" if r.get("reencode") else "no", f"{r['frames']:,}",
+             f"{r['frames_per_s']:.0f}",
              f"{r['rss_after_1k_mb']:.0f}", f"{r['rss_end_mb']:.0f}", f"{r['rss_growth_pct_after_1k']:+.1f}%",
              f"{r['rss_growth_mb_per_1k']:.2f}"]
             for r in results["results"]]
     write_markdown(out_dir / "generation.md", "Generation benchmark (64x64, decoded and written to MP4)",
-                   ["core", "head", "frames", "frames/s", "RSS at 1k MB", "RSS at end MB", "growth after 1k",
-                    "MB per 1k frames"], rows, __doc__)
+                   ["core", "head", "reencode", "frames", "frames/s", "RSS at 1k MB", "RSS at end MB",
+                    "growth after 1k", "MB per 1k frames"], rows, __doc__)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results["results"]:

@@ -9,6 +9,7 @@ ratios per horizon band are ~1 for a rollout that keeps its objects and keeps th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -109,39 +110,64 @@ class SampleDiversity(Metric):
                 for lo, top in seen_bands(count, bins)}
 
 
+class BandMeans:
+    """Running means of per-frame values over inclusive 1-based frame bands: sums, not lists, so a rollout of any
+    length takes constant memory. ``add(name=value, ...)`` once per frame (NaN values are skipped);
+    ``means(name)``: {(lo, hi): mean} for the bands seen, ``hi`` clipped to the frames added."""
+
+    def __init__(self, bands: Iterable[tuple[int, int]]):
+        self.bands, self.frames = list(bands), 0
+        self.sums: dict[str, list[float]] = {}
+        self.counts: dict[str, list[int]] = {}
+
+    def add(self, **values: float) -> None:
+        self.frames += 1
+        for name, value in values.items():
+            sums = self.sums.setdefault(name, [0.0] * len(self.bands))
+            counts = self.counts.setdefault(name, [0] * len(self.bands))
+            if math.isnan(value):
+                continue
+            for i, (lo, hi) in enumerate(self.bands):
+                if lo <= self.frames <= hi:
+                    sums[i] += value
+                    counts[i] += 1
+
+    def means(self, name: str) -> dict[tuple[int, int], float]:
+        out = {}
+        for i, (lo, hi) in enumerate(self.bands):
+            if self.frames >= lo and name in self.sums:
+                count = self.counts[name][i]
+                out[(lo, min(hi, self.frames))] = self.sums[name][i] / count if count else float("nan")
+        return out
+
+
 class RolloutPersistence:
     """Foreground and motion of a generated video against its own context, frame by frame (constant memory).
 
-    ``update(frame)`` with each generated (C, H, W) frame in [0, 1]; ``summary(bands)`` gives per inclusive 1-based
-    band ``foreground_ratio_h{lo}-{hi}`` (mean generated foreground fraction / the context's) and
+    ``update(frame)`` with each generated (C, H, W) frame in [0, 1]; ``summary()`` gives per inclusive 1-based
+    band of ``bands`` ``foreground_ratio_h{lo}-{hi}`` (mean generated foreground fraction / the context's) and
     ``motion_ratio_h{lo}-{hi}`` (mean |x_t - x_{t-1}| / the context's). Background: the context's per-pixel median.
     """
 
-    def __init__(self, context: Tensor, threshold: float = 0.1):
+    def __init__(self, context: Tensor, bands: Iterable[tuple[int, int]], threshold: float = 0.1):
         context = context.float()  # (K, C, H, W) in [0, 1]
         self.background, self.threshold = context.median(dim=0).values, threshold
         self.context_foreground = float(foreground_fraction(context[None], self.background[None], threshold).mean())
         self.context_motion = float(motion(context[None, 1:], context[None, 0]).mean())
         self.previous = context[-1]
-        self.foreground: list[float] = []
-        self.motion: list[float] = []
+        self.means = BandMeans(bands)
 
     def update(self, frame: Tensor) -> None:
         frame = frame.float().cpu()
-        self.foreground.append(float(foreground_fraction(frame[None, None], self.background[None], self.threshold)))
-        self.motion.append(float((frame - self.previous).abs().mean()))
+        self.means.add(foreground=float(foreground_fraction(frame[None, None], self.background[None], self.threshold)),
+                       motion=float((frame - self.previous).abs().mean()))
         self.previous = frame
 
-    def summary(self, bands: Iterable[tuple[int, int]]) -> dict[str, float]:
+    def summary(self) -> dict[str, float]:
         out = {"context_foreground": self.context_foreground, "context_motion": self.context_motion}
-        for lo, hi in bands:
-            hi = min(hi, len(self.foreground))
-            if hi < lo:
-                continue
-            foreground = sum(self.foreground[lo - 1 : hi]) / (hi - lo + 1)
-            moving = sum(self.motion[lo - 1 : hi]) / (hi - lo + 1)
+        for (lo, hi), foreground in self.means.means("foreground").items():
             out[f"foreground_ratio_h{lo}-{hi}"] = foreground / max(self.context_foreground, 1e-12)
-            out[f"motion_ratio_h{lo}-{hi}"] = moving / max(self.context_motion, 1e-12)
+            out[f"motion_ratio_h{lo}-{hi}"] = self.means.means("motion")[(lo, hi)] / max(self.context_motion, 1e-12)
         return out
 
 

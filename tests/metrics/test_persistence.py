@@ -54,13 +54,13 @@ def test_rollout_persistence_against_the_context_and_its_bands():
 
     video = moving_square(n_frames=200)[0]
     assert rollout_bands(500) == [(1, 16), (17, 128), (129, 500)] and rollout_bands(10) == [(1, 10)]
-    real, empty, frozen = (RolloutPersistence(video[:16]) for _ in range(3))
+    real, empty, frozen = (RolloutPersistence(video[:16], rollout_bands(184)) for _ in range(3))
     for frame in video[16:]:
         real.update(frame)
         empty.update(torch.zeros_like(frame))
         frozen.update(video[15])
-    bands = rollout_bands(184)
-    ratios = lambda p, name: [v for k, v in p.summary(bands).items() if k.startswith(name)]  # noqa: E731
+    assert set(real.summary()) >= {"foreground_ratio_h1-16", "motion_ratio_h129-184"}
+    ratios = lambda p, name: [v for k, v in p.summary().items() if k.startswith(name)]  # noqa: E731
     assert all(abs(r - 1) < 0.1 for r in ratios(real, "foreground_ratio") + ratios(real, "motion_ratio"))  # wraps
     assert all(r == 0 for r in ratios(empty, "foreground_ratio"))
     assert all(r == 0 for r in ratios(frozen, "motion_ratio")) and all(abs(r - 1) < 0.05 for r in

@@ -1,0 +1,93 @@
+"""Rollouts of trained runs under sampling settings, as a table: does the scene stay, do the objects keep moving?
+
+    python -m lightning_ssmvid.rollout_table --runs 'logs/mamba2_short/runs/*' --settings reencode=false reencode=true
+    python -m lightning_ssmvid.rollout_table --runs 'logs/smoke/runs/*' --settings temperature=1 temperature=0.6 \\
+        --frames 500 --out reports/rollouts/smoke
+
+Each run's ``last.ckpt`` generates ``--frames`` frames after 16 real ones from each ``--videos`` clip of its
+validation split, once per setting (``make generate``'s keys: ``conf/generate.yaml``; seed 0), and each result
+is kept in ``<out>/rollouts.json``. The table gives per setting and band the mean over clips of each run, then
+mean ± the 95% t interval over runs (seeds): the persistence ratios (foreground, motion) and, on long-memory clips,
+the scene kept (occluder, object colours), plus the rollouts whose last band keeps the occluder (>= 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from lightning_ssmvid.generate import run as generate
+from lightning_ssmvid.metrics.stats import t_interval
+from lightning_ssmvid.report import fmt_ci
+from lightning_ssmvid.utils.config import CONFIG_DIR
+from lightning_ssmvid.utils.files import write_json_atomic
+
+KEPT = 0.8  # a rollout "keeps" the occluder when this share of its band stays as in the real video
+
+
+def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> dict:
+    """``make generate`` of one clip under one setting (``"k=v k=v"``) -> its persistence and scene figures."""
+    cfg = OmegaConf.load(CONFIG_DIR / "generate.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    cfg.merge_with_dotlist([*setting.split(), f"ckpt_path={ckpt}", f"frames={frames}", f"video={video}",
+                            f"out={out / 'last.mp4'}", "progress=false"])
+    result = generate(cfg)
+    return {**result["persistence"], **result.get("scene", {}), "frames_per_s": result["frames_per_s"]}
+
+
+def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Per setting: mean ± 95% t interval over runs of each run's mean over clips, for every figure."""
+    keys = [k for k in rows[0] if ("ratio_h" in k or "kept_h" in k)]
+    header = ["setting", "runs", *keys, f"occluder kept (>= {KEPT}) in the last band"]
+    out = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == setting]
+        runs = sorted({r["run"] for r in mine})
+        cells = []
+        for key in keys:
+            per_run = [sum(r[key] for r in mine if r["run"] == run) / sum(r["run"] == run for r in mine)
+                       for run in runs]
+            cells.append(fmt_ci(t_interval(per_run), 2, percent=False))
+        last = [k for k in keys if k.startswith("occluder_kept_")][-1:]
+        kept = f"{sum(r[last[0]] >= KEPT for r in mine)} of {len(mine)}" if last else "–"
+        out.append([setting, str(len(runs)), *cells, kept])
+    return header, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="run folders (shell patterns)")
+    parser.add_argument("--settings", nargs="+", default=["reencode=false"], help='"k=v k=v" per setting')
+    parser.add_argument("--videos", nargs="+", type=int, default=[0, 1, 2, 3])
+    parser.add_argument("--frames", type=int, default=480)
+    parser.add_argument("--out", type=Path, default=Path("reports/rollouts"))
+    args = parser.parse_args()
+    runs = sorted(Path(p) for pattern in args.runs for p in glob.glob(pattern) if (Path(p) / "checkpoints").is_dir())
+    if not runs:
+        raise SystemExit(f"error: no run folders match {args.runs}")
+    rows = []
+    for run_dir in runs:
+        for setting in args.settings:
+            for video in args.videos:
+                figures = roll_out(run_dir / "checkpoints" / "last.ckpt", setting, video, args.frames, args.out)
+                rows.append({"run": str(run_dir), "setting": setting, "video": video, **figures})
+                write_json_atomic(args.out / "rollouts.json", rows)
+    header, body = table(rows)
+    title = f"Rollouts ({args.frames} frames after 16 real ones; clips {args.videos} of each run's validation split)"
+    lines = [f"# {title}",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+             *("| " + " | ".join(row) + " |" for row in body)]
+    (args.out / "rollouts.md").write_text("\n".join(lines) + "\n")
+    for scratch in ("last.mp4", "last.json"):
+        (args.out / scratch).unlink(missing_ok=True)
+    print("\n".join(lines))
+    print(f"wrote {args.out / 'rollouts.md'} and rollouts.json ({json.dumps(args.settings)})")
+
+
+if __name__ == "__main__":
+    main()
