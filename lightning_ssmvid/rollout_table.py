@@ -18,12 +18,10 @@ import glob
 import json
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from lightning_ssmvid.generate import run as generate
 from lightning_ssmvid.metrics.stats import t_interval
 from lightning_ssmvid.report import fmt_ci
-from lightning_ssmvid.utils.config import CONFIG_DIR
+from lightning_ssmvid.utils.config import compose_config
 from lightning_ssmvid.utils.files import write_json_atomic
 
 KEPT = 0.8  # a rollout "keeps" the occluder when this share of its band stays as in the real video
@@ -31,11 +29,8 @@ KEPT = 0.8  # a rollout "keeps" the occluder when this share of its band stays a
 
 def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> dict:
     """``make generate`` of one clip under one setting (``"k=v k=v"``) -> its persistence and scene figures."""
-    cfg = OmegaConf.load(CONFIG_DIR / "generate.yaml")
-    for key in ("defaults", "hydra"):
-        cfg.pop(key)
-    cfg.merge_with_dotlist([*setting.split(), f"ckpt_path={ckpt}", f"frames={frames}", f"video={video}",
-                            f"out={out / 'last.mp4'}", "progress=false"])
+    cfg = compose_config("generate", *setting.split(), f"ckpt_path={ckpt}", f"frames={frames}", f"video={video}",
+                         f"out={out / 'last.mp4'}", "progress=false")
     result = generate(cfg)
     return {**result["persistence"], **result.get("scene", {}), "frames_per_s": result["frames_per_s"]}
 

@@ -165,9 +165,10 @@ class RolloutPersistence:
 
     def summary(self) -> dict[str, float]:
         out = {"context_foreground": self.context_foreground, "context_motion": self.context_motion}
+        moving = self.means.means("motion")
         for (lo, hi), foreground in self.means.means("foreground").items():
             out[f"foreground_ratio_h{lo}-{hi}"] = foreground / max(self.context_foreground, 1e-12)
-            out[f"motion_ratio_h{lo}-{hi}"] = self.means.means("motion")[(lo, hi)] / max(self.context_motion, 1e-12)
+            out[f"motion_ratio_h{lo}-{hi}"] = moving[lo, hi] / max(self.context_motion, 1e-12)
         return out
 
 

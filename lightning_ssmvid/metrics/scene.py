@@ -62,7 +62,8 @@ class SceneKept:
         self.means.add(occluder=occluder, colours=float(np.mean(kept)) if kept else float("nan"))
 
     def summary(self) -> dict[str, float]:
+        occluder, colours = self.means.means("occluder"), self.means.means("colours")
         out = {}
-        for name in ("occluder", "colours"):
-            out.update({f"{name}_kept_h{lo}-{hi}": value for (lo, hi), value in self.means.means(name).items()})
-        return dict(sorted(out.items(), key=lambda kv: (int(kv[0].split("_h")[1].split("-")[0]), kv[0][0] != "o")))
+        for lo, hi in occluder:
+            out[f"occluder_kept_h{lo}-{hi}"], out[f"colours_kept_h{lo}-{hi}"] = occluder[lo, hi], colours[lo, hi]
+        return out
