@@ -63,8 +63,6 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / "identity.yaml").write_text(OmegaConf.to_yaml(identity))
     settings = cfg.stages.codec_training
-    if not isinstance(settings.steps, int) or settings.steps < 1:
-        raise UserError(f"stages.codec_training.steps={settings.steps}: must be an integer >= 1")
     clips = ClipDataset(datamodule.train_set.videos, settings.clip_length, datamodule.frame_size, datamodule.stride)
     sampler = RandomClipSampler(clips, settings.steps * settings.batch_size, seed=codec_seed(cfg))
     loader = torch.utils.data.DataLoader(clips, batch_size=settings.batch_size, sampler=sampler,
@@ -124,6 +122,9 @@ def stage_lock(root: Path):
 
 def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> None:
     """Run stages 1 and 2 as needed, load the shared codec into ``model`` and point the data at the latents."""
+    steps = cfg.stages.codec_training.steps
+    if not cfg.stages.codec_checkpoint and (not isinstance(steps, int) or steps < 1):  # before any data is made
+        raise UserError(f"stages.codec_training.steps={steps}: must be an integer >= 1")
     datamodule.prepare_data()
     datamodule.setup("fit")
     with stage_lock(Path(cfg.stages.cache_root)):

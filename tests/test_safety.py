@@ -15,7 +15,7 @@ from lightning_ssmvid.model import load_model
 from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.checkpoints import check_targets, read_checkpoint
 from lightning_ssmvid.utils.config import CONFIG_DIR
-from lightning_ssmvid.utils.errors import UserError
+from lightning_ssmvid.utils.errors import UserError, user_error_in
 from tests.helpers import compose_config
 
 TINY = ["experiment=smoke", "trainer.max_epochs=1", "logger=none", "data.samples_per_epoch=8",
@@ -93,7 +93,7 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("override, message", [
+BAD_SIZES = [
     ("data.clip_length=1", "data.clip_length=1: must be an integer >= 2"),
     ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
     ("data.frame_size=0", "data.frame_size=0: must be an integer >= 8"),
@@ -101,14 +101,32 @@ def test_the_cli_prints_one_line_and_exits_non_zero(tmp_path, module):
     ("stages=two_stage stages.codec_training.steps=0", "stages.codec_training.steps=0: must be an integer >= 1"),
     ("data=video_folder", "data.root is not set: pass data.root=DIR, the folder of your videos"),
     ("data=video_folder data.root=/no/such/videos", "data.root: data folder /no/such/videos does not exist"),
-])
-def test_bad_sizes_are_one_line_errors_before_any_work(tmp_path, override, message):
+]
+
+
+def test_a_bad_size_on_the_command_line_is_one_line_before_any_work(tmp_path):
+    override, message = BAD_SIZES[0]
     done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "logger=none",
-                           *override.split(), f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                          timeout=300,
+                           *override.split(), f"hydra.run.dir={tmp_path / 'run'}",
+                           f"paths.data_dir={tmp_path / 'data'}"], capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"error: {message}" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("override, message", BAD_SIZES[1:])
+def test_bad_sizes_are_user_errors_before_any_work(tmp_path, override, message):
+    # in-process (what the CLI turns into one line, above): a fresh interpreter per case costs ~4 s of imports
+    data_dir = tmp_path / "data"
+    try:
+        with pytest.raises(Exception) as caught:
+            train(compose_config(tmp_path, str(data_dir), "experiment=smoke", "logger=none", *override.split()))
+    finally:
+        GlobalHydra.instance().clear()
+    cause = user_error_in(caught.value)
+    assert cause is not None and message in str(cause), repr(caught.value)
+    assert not data_dir.exists()  # nothing was generated before the error
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
