@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - the Makefile installs it
     raise SystemExit("error: dashboards need the `dashboards` extra: pip install -e '.[dashboards]' "
                      "(make dashboard installs it)") from None
 
+from lightning_ssmvid.heads import head_loss_name
 from lightning_ssmvid.metrics import keys
 from lightning_ssmvid.metrics.temporal import default_horizon_bins
 from lightning_ssmvid.utils.config import CONFIG_DIR, PROJECT_ROOT, compose_train_config
@@ -58,9 +59,12 @@ class Protocol:
     fvd: tuple[tuple[int, int], ...]  # (clips, frames) of the FVD key, when the I3D detector is given
     n_samples: int
     cue: bool = False  # the memory arm's cue head (model.cue_weight > 0)
+    head_losses: tuple[str, ...] = ("latent_mse",)  # the heads' loss names (head=flow: flow_mse)
+    rollout: bool = False  # the self-rollout loss (model.rollout_loss_steps > 0)
 
     def scalars(self) -> list[str]:
-        return keys.scalar_keys(self.pixels, self.recon, self.horizon_bins, self.gap_bins, self.fvd, cue=self.cue)
+        return keys.scalar_keys(self.pixels, self.recon, self.horizon_bins, self.gap_bins, self.fvd, cue=self.cue,
+                                head_losses=self.head_losses, rollout=self.rollout)
 
     def media(self) -> list[str]:
         return keys.media_keys(self.n_samples, recall=bool(self.gap_bins)) if self.horizon_bins else []
@@ -81,6 +85,8 @@ def protocol(cfg: DictConfig) -> Protocol:
         fvd=((evaluation.n_clips, fvd_frames),) if fvd_frames and horizon >= fvd_frames else (),
         n_samples=min(evaluation.n_samples, evaluation.n_clips) if horizon else 0,
         cue=bool(cfg.model.get("cue_weight", 0)),
+        head_losses=(head_loss_name(cfg.model.head.name),),
+        rollout=bool(cfg.model.get("rollout_loss_steps", 0)),
     )
 
 
@@ -89,7 +95,8 @@ def merge(protocols: list[Protocol]) -> Protocol:
     union = lambda field: tuple(sorted({v for p in protocols for v in getattr(p, field)}))  # noqa: E731
     return Protocol(pixels=any(p.pixels for p in protocols), recon=any(p.recon for p in protocols),
                     horizon_bins=union("horizon_bins"), gap_bins=union("gap_bins"), fvd=union("fvd"),
-                    n_samples=max(p.n_samples for p in protocols), cue=any(p.cue for p in protocols))
+                    n_samples=max(p.n_samples for p in protocols), cue=any(p.cue for p in protocols),
+                    head_losses=union("head_losses"), rollout=any(p.rollout for p in protocols))
 
 
 def experiment_names(family: str) -> list[str]:
@@ -119,7 +126,7 @@ def sections(p: Protocol) -> dict[str, list]:
     """Panels by section title, each showing the keys of ``p`` it is about; empty panels and sections are left out."""
     scalars, media = set(p.scalars()), p.media()
     val = lambda names: [f"val/{n}" for n in names if f"val/{n}" in scalars]  # noqa: E731
-    losses = [k for k in keys.loss_keys() if k in scalars]
+    losses = [k for k in keys.loss_keys(p.pixels, p.recon, p.cue, p.head_losses, p.rollout) if k in scalars]
     gaps, horizons = p.gap_bins, p.horizon_bins
     out = {
         "Losses": [

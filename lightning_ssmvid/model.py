@@ -38,6 +38,11 @@ class VideoModel(L.LightningModule):
     ``own_input_rate > 0`` (scheduled sampling, in parallel): a no-grad first pass draws the model's own prediction of
     every frame, and that share of the input frames (after the first) is replaced by it before the training pass,
     whose targets stay the real next frames, so the model learns to correct its own one-step errors.
+    ``rollout_loss_steps = n > 0`` (a short self-rollout loss, as autoregressive fine-tuning of weather models): each
+    training clip's last ``n`` inputs are also fed as the model's own predictions in step mode from the state before
+    them, and the head's loss against the real frames (and the pixel loss) over those ``n`` steps is added with
+    ``rollout_loss_weight``; a deterministic head's predictions carry gradients through the chain, a stochastic one's
+    draws are detached.
     A batch with a ``"reset"`` (B,) flag is a stream segment: the core state is carried (detached) from the
     previous batch and reset where the flag is set (truncated backprop through time).
     A batch of ``"latents"`` (B, T, latent) instead of frames (two-stage training, ``freeze_codec=True``) trains the
@@ -72,6 +77,8 @@ class VideoModel(L.LightningModule):
         rollout_reencode: bool = False,
         foreground_weight: float = 0.0,
         own_input_rate: float = 0.0,
+        rollout_loss_steps: int = 0,
+        rollout_loss_weight: float = 1.0,
     ):
         super().__init__()
         self.codec, self.core = codec, core
@@ -82,6 +89,10 @@ class VideoModel(L.LightningModule):
         if not 0.0 <= own_input_rate < 1.0:
             raise UserError(f"model.own_input_rate={own_input_rate}: must be in [0, 1)")
         self.own_input_rate = own_input_rate  # scheduled sampling: inputs replaced by the model's own draws
+        if not isinstance(rollout_loss_steps, int) or rollout_loss_steps < 0:
+            raise UserError(f"model.rollout_loss_steps={rollout_loss_steps}: must be an integer >= 0")
+        self.rollout_loss_steps, self.rollout_loss_weight = rollout_loss_steps, rollout_loss_weight
+        self._warned_short_rollout_loss = False
         latent_dim, d_model = codec.latent_dim, core.d_model
         # the codec's latent dims differ in scale by 10x (grid vs frame-pooled): normalise each frame before the core
         self.in_norm = nn.LayerNorm(latent_dim) if in_norm else nn.Identity()
@@ -166,16 +177,38 @@ class VideoModel(L.LightningModule):
         z_in, level = self.corrupt(z, generator) if self.training and self.context_noise > 0 else (z, 0.0)
         if self.training and self.own_input_rate > 0:
             z_in = self.with_own_inputs(z_in, level, state, generator)
-        h, state = self.core(self.embed(z_in, level), state)
+        n_own = self.rollout_loss_steps if self.training else 0
+        if n_own and z.shape[1] < n_own + 2:  # a prefix of >= 1 real frame, then n own inputs with real targets
+            if not self._warned_short_rollout_loss:
+                log.warning("clips of %d frames are too short for model.rollout_loss_steps=%d: no rollout loss",
+                            z.shape[1], n_own)
+                self._warned_short_rollout_loss = True
+            n_own = 0
+        if n_own:  # the same pass in two parts, so the rollout starts from the state before the clip's last n+1 frames
+            prefix = z.shape[1] - n_own - 1
+            part = lambda lv, sl: lv[:, sl] if torch.is_tensor(lv) else lv  # noqa: E731
+            h_prefix, rollout_state = self.core(self.embed(z_in[:, :prefix], part(level, slice(None, prefix))), state)
+            h_rest, state = self.core(self.embed(z_in[:, prefix:], part(level, slice(prefix, None))), rollout_state)
+            h = torch.cat([h_prefix, h_rest], dim=1)
+        else:
+            h, state = self.core(self.embed(z_in, level), state)
         head_loss = (self.head.loss(h[:, :-1], z_in[:, :-1], z[:, 1:], generator) * weight).sum()
         out = {self.head.loss_name: head_loss, "loss": self.latent_weight * head_loss}
+        if n_own:
+            own_loss, own_means = self.self_rollout(h_prefix[:, -1], z_in[:, prefix - 1], rollout_state,
+                                                    z[:, prefix + 1:], generator)
+            out[f"rollout_{self.head.loss_name}"] = own = (own_loss * weight).sum()
+            out["loss"] = out["loss"] + self.rollout_loss_weight * self.latent_weight * own
         z_hat = self.head.mean(h, z_in) if x is not None else None
         if self.cue_head is not None and "cue" in batch:
             out["cue_ce"] = self.cue_loss(h, batch["cue"], weight)
             out["loss"] = out["loss"] + self.cue_weight * out["cue_ce"]
         if x is not None:
-            for name, pred, target, factor in (("pixel", z_hat[:, :-1], x[:, 1:], self.pixel_weight),
-                                               ("recon", z, x, self.recon_weight)):
+            terms = [("pixel", z_hat[:, :-1], x[:, 1:], self.pixel_weight), ("recon", z, x, self.recon_weight)]
+            if n_own:
+                own_factor = self.rollout_loss_weight * self.pixel_weight
+                terms.append(("rollout_pixel", own_means, x[:, prefix + 1:], own_factor))
+            for name, pred, target, factor in terms:
                 if name == "recon" and not factor:
                     continue
                 decoded = torch.sigmoid(self.codec.decode(pred))
@@ -184,6 +217,23 @@ class VideoModel(L.LightningModule):
                     weighted_frame_error(decoded, target, self.foreground_weight) * weight).sum()
                 out["loss"] = out["loss"] + factor * error
         return out, state
+
+    def self_rollout(self, h_last: Tensor, z_last: Tensor, state: State, z_targets: Tensor,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Step the core on its own predictions: h_last (B, D) the output after reading z_last (B, L), ``state`` after
+        it, z_targets (B, n, L) the real frames the n own inputs should lead to -> (the head's loss (B,) averaged over
+        the n steps, the head's means (B, n, L) of those frames). Input i is the prediction of the frame after input
+        i - 1 (the first: after z_last), told as corrupted at ``rollout_noise``, as generation does."""
+        losses, means = [], []
+        h, z_prev = h_last, z_last
+        for i in range(z_targets.shape[1]):
+            z_own = (self.head.sample(h, z_prev, generator).detach() if self.head.stochastic
+                     else self.head.mean(h, z_prev))  # a draw is not differentiable: the chain runs through the state
+            h, state = self.core.step(self.embed(z_own, self.rollout_noise), state)
+            losses.append(self.head.loss(h[:, None], z_own[:, None], z_targets[:, i : i + 1], generator))
+            means.append(self.head.mean(h, z_own))
+            z_prev = z_own
+        return torch.stack(losses, 1).mean(1), torch.stack(means, 1)
 
     @torch.no_grad()
     def with_own_inputs(self, z_in: Tensor, level: Tensor | float, state: State | None,

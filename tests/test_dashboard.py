@@ -227,3 +227,15 @@ def test_saving_updates_the_view_of_the_same_name_else_creates_it(protocols, mon
     monkeypatch.setattr(ws.Workspace, "url", property(lambda self: self.name))
     assert dashboard.main(["workspace", "--name", "views"]) == ["views (long)", "views (short)"]
     assert saved == [("views (long)", "VIEW1"), ("views (short)", "")]
+
+
+def test_a_flow_head_with_the_self_rollout_loss_logs_the_losses_its_protocol_shows(compose_cfg):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("experiment=smoke", "head=flow", "model.rollout_loss_steps=2", "data.frame_size=16",
+                      "core.d_model=8", "codec.width=4", "head.width=8")
+    p = dashboard.protocol(cfg)
+    model = instantiate(cfg.model).train()
+    logged = {f"train/{name}" for name in model.losses({"frames": torch.rand(2, 5, 3, 16, 16)})[0]}
+    shown = {k for k in keys.loss_keys(p.pixels, p.recon, p.cue, p.head_losses, p.rollout) if k.startswith("train/")}
+    assert logged == shown and {"train/flow_mse", "train/rollout_flow_mse", keys.TRAIN_ROLLOUT_PIXEL_MSE} <= shown

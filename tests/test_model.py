@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_ssmvid.codecs.conv import ConvCodec
-from lightning_ssmvid.cores import build_core
+from lightning_ssmvid.cores import available_cores, build_core
 from lightning_ssmvid.model import VideoModel
 
 
@@ -171,3 +171,48 @@ def test_own_inputs_replace_a_share_of_frames_with_the_models_one_step_predictio
     with pytest.raises(Exception, match="own_input_rate=1.0"):
         VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
                    optimizer=torch.optim.SGD, own_input_rate=1.0)
+
+
+def test_the_self_rollout_loss_feeds_the_models_own_predictions_and_keeps_the_teacher_forced_loss():
+    model = make_model().train()
+    z = torch.randn(2, 10, 8)
+    plain, plain_state = model.losses({"latents": z})
+    model.rollout_loss_steps = 3
+    out, state = model.losses({"latents": z})
+    torch.testing.assert_close(out["latent_mse"], plain["latent_mse"])  # the pass in two parts is the same pass
+    torch.testing.assert_close(state, plain_state)
+    # by hand, in parallel mode: frames 0..5 real, then 3 own predictions, each from the frames before it
+    with torch.no_grad():
+        seq = z[:, :6]
+        for _ in range(4):
+            seq = torch.cat([z[:, :6], model.predict_latents(seq)[0][:, 5:]], dim=1)
+        errors = (seq[:, 7:] - z[:, 7:]).square().mean(-1).mean(1)  # predictions of frames 7..9 from own inputs
+    torch.testing.assert_close(out["rollout_latent_mse"], errors.mean())
+    assert torch.isclose(out["loss"], model.latent_weight * (plain["latent_mse"] + out["rollout_latent_mse"]))
+    out["rollout_latent_mse"].backward()  # the chain is differentiable through the fed-back predictions
+    assert model.head.proj.weight.grad.abs().sum() > 0
+    model.eval()
+    assert "rollout_latent_mse" not in model.losses({"latents": z})[0]  # a training loss only
+
+
+@pytest.mark.parametrize("core", available_cores())
+def test_the_self_rollout_loss_trains_the_core_in_step_mode(core):
+    model = make_model(core).train()
+    model.rollout_loss_steps = 2
+    frames = torch.rand(2, 6, 3, 16, 16)
+    out, _ = model.losses({"frames": frames})
+    assert {"rollout_latent_mse", "rollout_pixel_mse"} <= set(out) and torch.isfinite(out["loss"])
+    out["rollout_latent_mse"].backward()
+    grads = [p.grad for p in model.core.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_clips_too_short_for_the_self_rollout_loss_train_without_it(caplog):
+    model = make_model().train()
+    model.rollout_loss_steps = 4
+    with caplog.at_level("WARNING"):
+        out, _ = model.losses({"latents": torch.randn(2, 5, 8)})
+    assert "rollout_latent_mse" not in out and "too short for model.rollout_loss_steps=4" in caplog.text
+    with pytest.raises(Exception, match="rollout_loss_steps=-1"):
+        VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                   optimizer=torch.optim.SGD, rollout_loss_steps=-1)

@@ -20,4 +20,9 @@ def build_head(name: str, latent_dim: int, d_model: int, **kwargs) -> Head:
     return _HEADS.get(name)(latent_dim=latent_dim, d_model=d_model, **kwargs)
 
 
-__all__ = ["Head", "available_heads", "build_head", "register_head"]
+def head_loss_name(name: str) -> str:
+    """The name the head registered as ``name`` logs its training loss under (``Head.loss_name``)."""
+    return _HEADS.get(name).loss_name
+
+
+__all__ = ["Head", "available_heads", "build_head", "head_loss_name", "register_head"]

@@ -14,6 +14,7 @@ TRAIN_PIXEL_MSE = "train/pixel_mse"
 TRAIN_RECON_MSE = "train/recon_mse"
 TRAIN_LATENT_MSE = "train/latent_mse"
 TRAIN_FLOW_MSE = "train/flow_mse"  # head=flow: the velocity regression loss (in place of latent_mse)
+TRAIN_ROLLOUT_PIXEL_MSE = "train/rollout_pixel_mse"  # model.rollout_loss_steps > 0 (and train/rollout_<head loss>)
 TRAIN_CUE_CE = "train/cue_ce"  # the cue arm's cross-entropy of the cue colour (conf/arm/cue.yaml)
 TRAIN_FRAMES_PER_S = "train/frames_per_s"
 TRAIN_SKIPPED_NONFINITE = "train/skipped_nonfinite"
@@ -99,10 +100,14 @@ def chart_table(key: str) -> str:
     return f"{key}_table"
 
 
-def loss_keys(pixels: bool = True, recon: bool = True, cue: bool = True) -> list[str]:
+def loss_keys(pixels: bool = True, recon: bool = True, cue: bool = True, head_losses: Sequence[str] = ("latent_mse",),
+              rollout: bool = False) -> list[str]:
     """train/ and val/ losses of ``VideoModel.losses``: latent-cache (two-stage) batches have no pixels to score;
-    ``cue``: the memory arm's cue cross-entropy."""
-    out = [TRAIN_LOSS, TRAIN_LATENT_MSE, VAL_LOSS, VAL_LATENT_MSE]
+    ``cue``: the memory arm's cue cross-entropy; ``head_losses``: each head's loss name (``latent_mse``,
+    ``flow_mse``); ``rollout``: the self-rollout loss (``model.rollout_loss_steps > 0``, training only)."""
+    out = [TRAIN_LOSS, *(f"train/{h}" for h in head_losses), VAL_LOSS, *(f"val/{h}" for h in head_losses)]
+    if rollout:
+        out += [f"train/rollout_{h}" for h in head_losses] + ([TRAIN_ROLLOUT_PIXEL_MSE] if pixels else [])
     if cue:
         out += [TRAIN_CUE_CE, VAL_CUE_CE]
     if pixels:
@@ -144,13 +149,14 @@ def rollout_keys(horizon_bins: Sequence[tuple[int, int]], gap_bins: Sequence[int
 
 
 def scalar_keys(pixels: bool, recon: bool, horizon_bins: Sequence[tuple[int, int]], gap_bins: Sequence[int] = (),
-                fvd: Sequence[tuple[int, int]] = (), half_lives: bool = True, cue: bool = False) -> list[str]:
+                fvd: Sequence[tuple[int, int]] = (), half_lives: bool = True, cue: bool = False,
+                head_losses: Sequence[str] = ("latent_mse",), rollout: bool = False) -> list[str]:
     """Every scalar a training run records: losses, non-finite skips, throughput and memory (``RunSummary``), rollout
     metrics (none without ``horizon_bins``: no rollout evaluation)."""
-    rollout = rollout_keys(horizon_bins, gap_bins, fvd, half_lives) if horizon_bins else []
+    rollout_figures = rollout_keys(horizon_bins, gap_bins, fvd, half_lives) if horizon_bins else []
     psnr_next = [VAL_PSNR_NEXT] if pixels else []
-    return [*loss_keys(pixels, recon, cue), *psnr_next, TRAIN_SKIPPED_NONFINITE, TRAIN_FRAMES_PER_S, PEAK_RSS_MB,
-            *rollout]
+    return [*loss_keys(pixels, recon, cue, head_losses, rollout), *psnr_next, TRAIN_SKIPPED_NONFINITE,
+            TRAIN_FRAMES_PER_S, PEAK_RSS_MB, *rollout_figures]
 
 
 def media_keys(n_samples: int, recall: bool, half_lives: bool = True) -> list[str]:
