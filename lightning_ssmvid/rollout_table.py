@@ -8,7 +8,9 @@ Each run's ``last.ckpt`` generates ``--frames`` frames after 16 real ones from e
 validation split, once per setting (``make generate``'s keys: ``conf/generate.yaml``; seed 0), and each result
 is kept in ``<out>/rollouts.json``. The table gives per setting and band the mean over clips of each run, then
 mean ± the 95% t interval over runs (seeds): the persistence ratios (foreground, motion) and, on long-memory clips,
-the scene kept (occluder, object colours), plus the rollouts whose last band keeps the occluder (>= 0.8).
+the scene kept (occluder, object colours), plus the rollouts whose last band keeps the occluder (>= 0.8). A last
+row scores the real video's own frames after the context the same way (mean ± 95% t over its clips; "–" where the
+clips end before the band does): the persistence a model that kept the objects exactly would get.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> di
     cfg = compose_config("generate", *setting.split(), f"ckpt_path={ckpt}", f"frames={frames}", f"video={video}",
                          f"out={out / 'last.mp4'}", "progress=false")
     result = generate(cfg)
-    return {**result["persistence"], **result.get("scene", {}), "frames_per_s": result["frames_per_s"]}
+    return {**result["persistence"], **result.get("scene", {}), "frames_per_s": result["frames_per_s"],
+            "real": result.get("real_persistence")}
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -51,6 +54,13 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         last = [k for k in keys if k.startswith("occluder_kept_")][-1:]
         kept = f"{sum(r[last[0]] >= KEPT for r in mine)} of {len(mine)}" if last else "–"
         out.append([setting, str(len(runs)), *cells, kept])
+    real = [r for r in rows if r["setting"] == rows[0]["setting"] and r.get("real")]
+    if real:  # the reference: the real frames after the context, scored against the same context
+        cells = []
+        for key in keys:
+            values = [r["real"][key] for r in real if key in r["real"]]
+            cells.append(fmt_ci(t_interval(values), 2, percent=False) if len(values) == len(real) else "–")
+        out.append(["the real video", "–", *cells, "–"])
     return header, out
 
 

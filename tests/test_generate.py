@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from lightning_ssmvid.data.video_io import open_video, read_frames, video_size
 from lightning_ssmvid.generate import DataUnavailableError, generate_video, load_checkpoint, run
+from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
 from lightning_ssmvid.train import train
 from lightning_ssmvid.utils.config import compose_config as compose_command
 from lightning_ssmvid.utils.errors import UserError
@@ -69,6 +70,15 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
     assert record["sampling"] == {"rollout_noise": 0.0, "reencode": False, "temperature": 0.9, "steps": 4}
     assert [frames for frames, _ in record["rss_curve"]] == [300]
     assert "scene" not in record  # bouncing squares have no long-memory sidecar
+    real = record["real_persistence"]  # the metric's reference: the real video's frames after the context
+    assert real["frames"] == 48 - CONTEXT and set(real) >= {"foreground_ratio_h1-16", "motion_ratio_h17-32"}
+    assert "foreground_ratio_h129-300" not in real  # the real video ends before that band
+    reader = open_video(Path(record["source"]), SIZE)
+    frames = read_frames(reader, 0, 48, 1, SIZE).float() / 255
+    by_hand = RolloutPersistence(frames[:CONTEXT], rollout_bands(300))
+    for frame in frames[CONTEXT:]:
+        by_hand.update(frame)
+    assert real["foreground_ratio_h17-32"] == pytest.approx(by_hand.summary()["foreground_ratio_h17-32"])
 
 
 def test_strip_draws_real_and_generated_frames_at_each_horizon(smoke_ckpt, tmp_path):
@@ -131,7 +141,8 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
     assert [(r["setting"], r["video"]) for r in rows] == [("temperature=1", 0), ("temperature=1", 1),
                                                          ("temperature=0 steps=2", 0), ("temperature=0 steps=2", 1)]
     table = (tmp_path / "rollouts.md").read_text().splitlines()
-    assert len(table) == 6 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
+    assert len(table) == 7 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
+    assert table[6].startswith("| the real video | – |") and rows[0]["real"]["frames"] == 20
     assert not (tmp_path / "last.mp4").exists()
 
 
