@@ -226,6 +226,7 @@ class VideoModel(L.LightningModule):
         i - 1 (the first: after z_last), told as corrupted at ``rollout_noise``, as generation does."""
         losses, means = [], []
         h, z_prev = h_last, z_last
+        statistics = {name: b.detach().clone() for name, b in self.head.named_buffers()}  # e.g. the flow head's scale
         for i in range(z_targets.shape[1]):
             z_own = (self.head.sample(h, z_prev, generator).detach() if self.head.stochastic
                      else self.head.mean(h, z_prev))  # a draw is not differentiable: the chain runs through the state
@@ -233,6 +234,9 @@ class VideoModel(L.LightningModule):
             losses.append(self.head.loss(h[:, None], z_own[:, None], z_targets[:, i : i + 1], generator))
             means.append(self.head.mean(h, z_own))
             z_prev = z_own
+        with torch.no_grad():  # running statistics follow the real frames' changes only, not the rollout's
+            for name, buffer in self.head.named_buffers():
+                buffer.copy_(statistics[name])
         return torch.stack(losses, 1).mean(1), torch.stack(means, 1)
 
     @torch.no_grad()

@@ -7,6 +7,7 @@ import torch
 
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import available_cores, build_core
+from lightning_ssmvid.heads import build_head
 from lightning_ssmvid.model import VideoModel
 
 
@@ -216,3 +217,17 @@ def test_clips_too_short_for_the_self_rollout_loss_train_without_it(caplog):
     with pytest.raises(Exception, match="rollout_loss_steps=-1"):
         VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
                    optimizer=torch.optim.SGD, rollout_loss_steps=-1)
+
+
+def test_the_self_rollout_leaves_a_stochastic_heads_running_statistics_to_the_real_frames():
+    model = make_model()
+    model.head = build_head("flow", latent_dim=8, d_model=12, width=8, depth=1, steps=2).train()
+    model.train()
+    z = torch.randn(2, 8, 8)
+    model.losses({"latents": z}, generator=torch.Generator().manual_seed(0))
+    plain = model.head.scale.clone()
+    model.head.scale_seen.fill_(False)
+    model.rollout_loss_steps = 3
+    out, _ = model.losses({"latents": z}, generator=torch.Generator().manual_seed(0))
+    assert "rollout_flow_mse" in out and torch.isfinite(out["loss"])
+    torch.testing.assert_close(model.head.scale, plain)
