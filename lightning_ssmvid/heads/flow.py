@@ -1,10 +1,14 @@
 """A stochastic head: conditional rectified flow on the next latent (MAR's per-token diffusion MLP, as a flow).
 
 The target is the normalised change ``x1 = (z_next - z) / scale`` (``scale``: a running per-dim RMS of that change,
-so unit Gaussian noise fits every latent dim). Training draws ``t ~ U(0, 1)`` and noise ``x0 ~ N(0, I)`` and
-regresses the velocity ``x1 - x0`` at ``x_t = t x1 + (1 - t) x0`` with an AdaLN MLP conditioned on the core output
-and ``t``; sampling integrates ``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from
-``t = 0`` (the optimal ``v(x0, 0)`` is ``E[x1] - x0``).
+so unit Gaussian noise fits every latent dim), or with ``target="frame"`` the normalised next latent itself,
+``x1 = (z_next - center) / scale`` (running per-dim mean and RMS about it): each frame is then drawn whole, so a
+draw's error is not added to the next frame's as a change's is (a random walk in a static scene).
+
+Training draws ``t ~ U(0, 1)`` and noise ``x0 ~ N(0, I)`` and regresses the velocity ``x1 - x0`` at
+``x_t = t x1 + (1 - t) x0`` with an AdaLN MLP conditioned on the core output and ``t``; sampling integrates
+``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from ``t = 0`` (the optimal
+``v(x0, 0)`` is ``E[x1] - x0``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from lightning_ssmvid.heads import register_head
 from lightning_ssmvid.heads.base import Head
 from lightning_ssmvid.ops import flow_euler_cpu
 
+TARGETS = ("change", "frame")
 CHUNK = 1024  # frames integrated at once: a whole clip's conditioning for every step would not fit in memory
 
 
@@ -52,8 +57,12 @@ class FlowHead(Head):
     loss_name = "flow_mse"
 
     def __init__(self, latent_dim: int, d_model: int, width: int = 256, depth: int = 3, steps: int = 8,
-                 samples_per_frame: int = 4, temperature: float = 1.0, scale_momentum: float = 0.01):
+                 samples_per_frame: int = 4, temperature: float = 1.0, scale_momentum: float = 0.01,
+                 target: str = "change"):
         super().__init__(latent_dim, d_model)
+        if target not in TARGETS:
+            raise ValueError(f"head.target must be one of {TARGETS}, got {target!r}")
+        self.target = target
         self.width, self.steps, self.samples_per_frame = width, steps, samples_per_frame
         self.temperature, self.scale_momentum = temperature, scale_momentum
         self.input = nn.Linear(latent_dim, width)
@@ -66,7 +75,9 @@ class FlowHead(Head):
         for layer in (self.out_modulation[1], self.out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.register_buffer("scale", torch.ones(latent_dim))  # running RMS of z_next - z per dim
+        self.register_buffer("scale", torch.ones(latent_dim))  # running RMS of the target per dim
+        if target == "frame":  # only then: checkpoints of change heads keep their keys
+            self.register_buffer("center", torch.zeros(latent_dim))  # running mean of z_next per dim
         self.register_buffer("scale_seen", torch.zeros((), dtype=torch.bool))
 
     def modulations(self, t: Tensor, h: Tensor) -> list[Tensor]:
@@ -91,22 +102,26 @@ class FlowHead(Head):
         shift, scale = modulations[-1].chunk(2, dim=-1)
         return self.out(self.out_norm(x) * (1 + scale) + shift)
 
+    def _origin(self, z: Tensor) -> Tensor:
+        """What the normalised target is measured from: the input latent z (..., L), or the running mean frame."""
+        return self.center.expand_as(z) if self.target == "frame" else z
+
     @torch.no_grad()
-    def _update_scale(self, change: Tensor) -> None:
-        rms = change.detach().float().square().flatten(0, -2).mean(0).sqrt().clamp_min(1e-4)
-        if not bool(self.scale_seen):
-            self.scale.copy_(rms)
-            self.scale_seen.fill_(True)
-        else:
-            self.scale.lerp_(rms, self.scale_momentum)
+    def _update_statistics(self, z: Tensor, z_next: Tensor) -> None:
+        flat = z_next.detach().float().flatten(0, -2)
+        first = not bool(self.scale_seen)
+        if self.target == "frame":
+            self.center.lerp_(flat.mean(0), 1.0 if first else self.scale_momentum)
+        rms = (flat - self._origin(z.detach().float().flatten(0, -2))).square().mean(0).sqrt().clamp_min(1e-4)
+        self.scale.lerp_(rms, 1.0 if first else self.scale_momentum)
+        self.scale_seen.fill_(True)
 
     def loss(self, h: Tensor, z: Tensor, z_next: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        change = (z_next - z).detach()
         if self.training:
-            self._update_scale(change)
+            self._update_statistics(z, z_next)
         batch, frames = h.shape[:2]
         k = self.samples_per_frame  # several (t, noise) draws per frame: the head is small next to the core
-        x1 = (change / self.scale).flatten(0, 1).repeat(k, 1)
+        x1 = ((z_next - self._origin(z)).detach() / self.scale).flatten(0, 1).repeat(k, 1)
         cond = h.flatten(0, 1).repeat(k, 1)
         x0 = torch.randn(x1.shape, device=x1.device, dtype=x1.dtype, generator=generator)
         t = torch.rand(x1.shape[0], device=x1.device, dtype=x1.dtype, generator=generator)
@@ -118,13 +133,13 @@ class FlowHead(Head):
         flat = h.reshape(-1, h.shape[-1])
         x0 = torch.zeros(flat.shape[0], self.latent_dim, device=h.device, dtype=h.dtype)
         x1 = self.velocity(x0, torch.zeros(flat.shape[0], device=h.device, dtype=h.dtype), flat)
-        return z + (x1 * self.scale).view(z.shape)
+        return self._origin(z) + (x1 * self.scale).view(z.shape)
 
     def sample(self, h: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         flat = h.reshape(-1, h.shape[-1])
         noise = torch.randn(flat.shape[0], self.latent_dim, device=h.device, dtype=h.dtype, generator=generator)
         chunks = [self._integrate(noise[i : i + CHUNK], flat[i : i + CHUNK]) for i in range(0, len(flat), CHUNK)]
-        return z + (torch.cat(chunks) * self.scale).view(z.shape)
+        return self._origin(z) + (torch.cat(chunks) * self.scale).view(z.shape)
 
     def _integrate(self, noise: Tensor, flat: Tensor) -> Tensor:
         """Euler steps of dx/dt = v from ``noise`` (N, L) given conditions ``flat`` (N, D) -> x1 (N, L)."""

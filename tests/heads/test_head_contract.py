@@ -60,15 +60,17 @@ def test_sample_shapes_and_seeded_determinism(name):
         torch.testing.assert_close(draw(0), head.mean(h, z), rtol=0, atol=0)
 
 
-def fit_bimodal(name: str, steps: int = 400) -> torch.nn.Module:
-    """Train a head where the next latent is z + 1 or z - 1 with equal chance, whatever the condition."""
-    head = make(name, **({"width": 64, "depth": 2, "steps": 16} if name == "flow" else {})).train()
+def fit_bimodal(name: str, steps: int = 400, target: str = "change") -> torch.nn.Module:
+    """Train a head where the next latent is z + 1 or z - 1 (``target="frame"``: +1 or -1, whatever z) with equal
+    chance, whatever the condition."""
+    options = {"width": 64, "depth": 2, "steps": 16, "target": target} if name == "flow" else {}
+    head = make(name, **options).train()
     optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
         h, z = torch.randn(16, 4, D, generator=generator), torch.randn(16, 4, LATENT, generator=generator)
         sign = torch.randint(0, 2, (16, 4, 1), generator=generator) * 2.0 - 1.0
-        loss = head.loss(h, z, z + sign).mean()
+        loss = head.loss(h, z, sign.expand_as(z) if target == "frame" else z + sign).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -88,11 +90,31 @@ def test_flow_head_draws_both_modes_where_the_regressor_gives_their_mean():
     assert mean.abs().mean() < 0.3  # and its mean estimate is their mean
 
 
-@pytest.mark.parametrize("head", HEADS)
+def test_flow_head_frame_target_draws_the_frame_whatever_the_input_latent():
+    """With ``target="frame"`` the head draws z_next itself: the input latent it is given does not move the draw."""
+    flow = fit_bimodal("flow", target="frame")
+    h = torch.randn(512, D)
+    with torch.no_grad():
+        draws = [flow.sample(h, z, torch.Generator().manual_seed(0)) for z in (torch.zeros(512, LATENT),
+                                                                             torch.full((512, LATENT), 5.0))]
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+    assert (draws[0].abs() - 1).abs().mean() < 0.25 and 0.3 < (draws[0] > 0).float().mean() < 0.7
+    assert set(flow.state_dict()) - set(make("flow").state_dict()) == {"center"}  # change heads keep their keys
+    with pytest.raises(ValueError, match="head.target must be one of"):
+        make("flow", target="delta")
+
+
+HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
+                "flow-frame": {"width": 16, "depth": 1, "steps": 2, "target": "frame"}}
+
+
+@pytest.mark.parametrize("head", sorted(HEAD_OPTIONS))
 @pytest.mark.parametrize("core", ["gru", "mamba2", "transformer"])
 def test_every_core_trains_and_generates_with_every_head(core, head):
+    assert set(HEADS) <= set(HEAD_OPTIONS)  # a new head is listed here
     torch.manual_seed(0)
-    options = {"width": 16, "depth": 1, "steps": 2} if head == "flow" else {}
+    options = HEAD_OPTIONS[head]
+    head = head.split("-")[0]
     model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core(core, d_model=12, n_layers=2),
                        optimizer=torch.optim.SGD, head=lambda **dims: build_head(head, **dims, **options),
                        context_noise=0.3)
