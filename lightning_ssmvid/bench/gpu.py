@@ -82,6 +82,8 @@ def time_core(key: str, length: int, cfg: dict, device: str) -> dict:
                 times.append(time.perf_counter() - start)
     except torch.OutOfMemoryError:
         return {"error": "out of memory"}
+    except RuntimeError as error:  # a kernel this device lacks (oneDNN's bf16 LSTM on a CPU without bf16): report it
+        return {"error": str(error).splitlines()[0][:120]}
     finally:
         logging.getLogger("lightning_ssmvid.ops").removeHandler(handler)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None

@@ -25,3 +25,14 @@ def test_gpu_check_without_a_gpu_is_one_line():
     assert proc.stderr.strip().splitlines() == [
         "error: bench.gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU machine, or pass "
         "--device cpu --quick to check the script"]
+
+
+def test_a_core_step_the_device_cannot_run_is_reported_not_raised(monkeypatch):
+    class Unsupported(torch.nn.Module):  # as oneDNN's bf16 LSTM on a CPU without bf16 instructions
+        def forward(self, u):
+            raise RuntimeError("could not create a primitive descriptor for the LSTM forward\nmore detail")
+
+    monkeypatch.setattr("lightning_ssmvid.cores.build_core", lambda *args, **kwargs: Unsupported())
+    cfg = {"d_model": 8, "n_layers": 1, "batch": 1, "reps": 1}
+    assert gpu.time_core("gru", 16, cfg, "cpu") == {
+        "error": "could not create a primitive descriptor for the LSTM forward"}
