@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 train: $(STAMP) ## train an experiment: make experiment=mamba_long args="trainer.max_epochs=2"
 	$(PY) -m lightning_ssmvid.train experiment=$(experiment) $(args)
 
-test: $(STAMP) ## run the test suite
-	$(PY) -m pytest -x -q
+test: $(STAMP) ## run the test suite (one pytest-xdist worker per core; a test file stays on one worker)
+	$(PY) -m pytest -x -q -n auto --dist loadfile
 
 lint: $(STAMP) ## ruff check (the rules in pyproject.toml)
 	$(PY) -m ruff check lightning_ssmvid tests
