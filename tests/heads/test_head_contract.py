@@ -3,6 +3,7 @@ multimodal next-frame distribution where the regressor can only give the mean.""
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
@@ -126,3 +127,12 @@ def test_every_core_trains_and_generates_with_every_head(core, head):
     first, again = model.generate(frames[:, :3], 4, seed=5), model.generate(frames[:, :3], 4, seed=5)
     assert first.shape == (2, 4, 3, 16, 16)
     torch.testing.assert_close(first, again, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("head, kind", [(None, "flow"), ("head=flow", "flow"), ("head=mse", "mse")])
+def test_smoke_draws_the_frame_by_default_and_takes_any_other_head(compose_cfg, head, kind):
+    """smoke's frame target is its head config (head=flow_frame), so `head=mse` replaces it whole."""
+    cfg = compose_cfg("experiment=smoke", *([head] if head else []))
+    built = instantiate(cfg.head)(latent_dim=LATENT, d_model=D)
+    assert cfg.head.name == kind and getattr(built, "target", None) == ("frame" if head is None else
+                                                                        "change" if kind == "flow" else None)
