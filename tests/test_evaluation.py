@@ -128,6 +128,13 @@ def test_generate_scores_the_scene_of_a_long_memory_clip_and_reencode_is_a_setti
     assert set(result["scene"]) == {"occluder_kept_h1-16", "colours_kept_h1-16", "occluder_kept_h17-20",
                                     "colours_kept_h17-20"}
     assert all(0.0 <= v <= 1.0 or v != v for v in result["scene"].values())
+    references = result["references"]  # the same measures' ceilings (real, codec) and frozen baseline (copy-last)
+    assert set(references) == {"real", "codec", "copy_last"}
+    assert all(set(figures) >= set(result["scene"]) for figures in references.values())
+    # read through decord at the model's frame size, then scored at the clip's: an object of a few pixels may miss
+    assert references["real"]["occluder_kept_h1-16"] > 0.99 and references["real"]["colours_kept_h1-16"] > 0.9
+    assert references["copy_last"]["motion_ratio_h1-16"] == 0.0  # held: nothing moves
+    assert references["codec"] != references["real"]  # a one-epoch codec does not reconstruct the clip exactly
     assert json.loads((tmp_path / "g.json").read_text())["sampling"]["reencode"] is True
     model = load_model(str(ckpt))
     context = torch.rand(1, 4, 3, 32, 32)

@@ -70,7 +70,8 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
     assert record["sampling"] == {"rollout_noise": 0.0, "reencode": False, "temperature": 0.9, "steps": 4}
     assert [frames for frames, _ in record["rss_curve"]] == [300]
     assert "scene" not in record  # bouncing squares have no long-memory sidecar
-    real = record["real_persistence"]  # the metric's reference: the real video's frames after the context
+    assert set(record["references"]) == {"real", "codec", "copy_last"}  # the same measures' references
+    real = record["references"]["real"]  # the metric's ceiling: the real video's frames after the context
     assert real["frames"] == 48 - CONTEXT and set(real) >= {"foreground_ratio_h1-16", "motion_ratio_h17-32"}
     assert "foreground_ratio_h129-300" not in real  # the real video ends before that band
     reader = open_video(Path(record["source"]), SIZE)
@@ -79,6 +80,16 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
     for frame in frames[CONTEXT:]:
         by_hand.update(frame)
     assert real["foreground_ratio_h17-32"] == pytest.approx(by_hand.summary()["foreground_ratio_h17-32"])
+    held = record["references"]["copy_last"]  # the last context frame held: foreground of that frame, no motion
+    assert held["frames"] == 48 - CONTEXT and held["motion_ratio_h1-16"] == 0.0
+    model = load_checkpoint(smoke_ckpt)
+    with torch.no_grad():
+        codec = torch.sigmoid(model.codec.decode(model.codec.encode(frames[CONTEXT:])))
+    by_hand = RolloutPersistence(frames[:CONTEXT], rollout_bands(300))
+    for frame in codec:
+        by_hand.update(frame)
+    assert record["references"]["codec"]["foreground_ratio_h1-16"] == pytest.approx(
+        by_hand.summary()["foreground_ratio_h1-16"], rel=1e-4)
 
 
 def test_strip_draws_real_and_generated_frames_at_each_horizon(smoke_ckpt, tmp_path):
@@ -141,8 +152,10 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
     assert [(r["setting"], r["video"]) for r in rows] == [("temperature=1", 0), ("temperature=1", 1),
                                                          ("temperature=0 steps=2", 0), ("temperature=0 steps=2", 1)]
     table = (tmp_path / "rollouts.md").read_text().splitlines()
-    assert len(table) == 7 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
-    assert table[6].startswith("| the real video | – |") and rows[0]["real"]["frames"] == 20
+    assert len(table) == 9 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
+    assert table[6].startswith("| the real video | – |") and rows[0]["references"]["real"]["frames"] == 20
+    assert table[7].startswith("| the codec's reconstruction of it | – |")
+    assert table[8].startswith("| the last context frame held (copy-last) | – |")
     assert not (tmp_path / "last.mp4").exists()
 
 
