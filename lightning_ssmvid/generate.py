@@ -25,6 +25,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -225,8 +226,6 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
     ``copy_last`` (the last context frame held: a frozen rollout). Each holds ``frames`` (how many there were),
     the persistence ratios of the bands the video reaches and, with a long-memory ``sidecar``, the scene kept;
     {} when the video ends with the context. Read ``CHUNK`` frames at a time (constant memory)."""
-    import torch
-
     unit = to_unit(context).cpu()
     names = ("real", "codec", "copy_last") if codec is not None else ("real", "copy_last")
     persistence = {name: RolloutPersistence(unit, rollout_bands(n_frames)) for name in names}
@@ -312,7 +311,7 @@ def run(cfg: DictConfig) -> dict:
         rprint("scene kept: " + ", ".join(f"{k} {v:.2f}" for k, v in result["scene"].items()))
     for name, figures in result.get("references", {}).items():  # the same measures' ceilings and frozen baseline
         rprint(f"{REFERENCE_NAMES[name]}, over the real video's {figures['frames']} frames after the context: "
-               + ", ".join(f"{k} {v:.2f}" for k, v in figures.items() if k != "frames"))
+               + ", ".join(f"{k} {v:.2f}" for k, v in figures.items() if "ratio_h" in k or "kept_h" in k))
     return result
 
 
