@@ -232,6 +232,7 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
     start = len(context) * stride
     scene = {name: SceneKept(sidecar, start, scene_bands(n_frames)) for name in names} if sidecar else {}
     seen, last = 0, unit[-1]
+    device = next(codec.parameters()).device if codec is not None else None
     real = iter_real_frames(reader, start, stride, frame_size)
     while seen < n_frames:
         chunk = [to_unit(frame) for _, frame in zip(range(min(CHUNK, n_frames - seen)), real)]
@@ -239,7 +240,6 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
             break
         frames = {"real": torch.stack(chunk), "copy_last": last.expand(len(chunk), *last.shape)}
         if codec is not None:
-            device = next(codec.parameters()).device
             with torch.no_grad():
                 frames["codec"] = torch.sigmoid(codec.decode(codec.encode(frames["real"].to(device)))).float().cpu()
         for name in names:

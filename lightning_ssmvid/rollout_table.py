@@ -45,6 +45,11 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per setting: mean ± 95% t interval over runs of each run's mean over clips, for every figure."""
     keys = [k for k in rows[0] if ("ratio_h" in k or "kept_h" in k)]
     header = ["setting", "runs", *keys, f"occluder kept (>= {KEPT}) in the last band"]
+    last = next((k for k in reversed(keys) if k.startswith("occluder_kept_")), None)  # the last band's occluder
+
+    def kept(scored: list[dict]) -> str:
+        return f"{sum(f.get(last, 0) >= KEPT for f in scored)} of {len(scored)}" if last else "–"
+
     out = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
         mine = [r for r in rows if r["setting"] == setting]
@@ -54,9 +59,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             per_run = [sum(r[key] for r in mine if r["run"] == run) / sum(r["run"] == run for r in mine)
                        for run in runs]
             cells.append(fmt_ci(t_interval(per_run), 2, percent=False))
-        last = [k for k in keys if k.startswith("occluder_kept_")][-1:]
-        kept = f"{sum(r[last[0]] >= KEPT for r in mine)} of {len(mine)}" if last else "–"
-        out.append([setting, str(len(runs)), *cells, kept])
+        out.append([setting, str(len(runs)), *cells, kept(mine)])
     first = [r for r in rows if r["setting"] == rows[0]["setting"]]
     for name, label in REFERENCE_NAMES.items():  # scored against the same context, once per clip
         # runs on one data set and codec score the same clip the same: counted once
@@ -69,9 +72,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         for key in keys:
             values = [figures[key] for figures in scored if key in figures]
             cells.append(fmt_ci(t_interval(values), 2, percent=False) if len(values) == len(scored) else "–")
-        last = [k for k in keys if k.startswith("occluder_kept_")][-1:]
-        kept = f"{sum(f.get(last[0], 0) >= KEPT for f in scored)} of {len(scored)}" if last else "–"
-        out.append([label, "–", *cells, kept])
+        out.append([label, "–", *cells, kept(scored)])
     return header, out
 
 
