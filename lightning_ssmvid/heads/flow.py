@@ -6,7 +6,9 @@ so unit Gaussian noise fits every latent dim), or with ``target="frame"`` the no
 draw's error is not added to the next frame's as a change's is (a random walk in a static scene).
 
 Training draws ``t ~ U(0, 1)`` and noise ``x0 ~ N(0, I)`` and regresses the velocity ``x1 - x0`` at
-``x_t = t x1 + (1 - t) x0`` with an AdaLN MLP conditioned on the core output and ``t``; sampling integrates
+``x_t = t x1 + (1 - t) x0`` with an AdaLN MLP conditioned on the core output and ``t`` (and with
+``condition_on_input`` on the input latent ``z`` too: the frame it continues then reaches the head directly, not
+only through the core's output, so a small object need not survive the core to be redrawn); sampling integrates
 ``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from ``t = 0`` (the optimal
 ``v(x0, 0)`` is ``E[x1] - x0``).
 """
@@ -58,7 +60,7 @@ class FlowHead(Head):
 
     def __init__(self, latent_dim: int, d_model: int, width: int = 256, depth: int = 3, steps: int = 8,
                  samples_per_frame: int = 4, temperature: float = 1.0, scale_momentum: float = 0.01,
-                 target: str = "change"):
+                 target: str = "change", condition_on_input: bool = False):
         super().__init__(latent_dim, d_model)
         if target not in TARGETS:
             raise ValueError(f"head.target must be one of {TARGETS}, got {target!r}")
@@ -67,6 +69,7 @@ class FlowHead(Head):
         self.temperature, self.scale_momentum = temperature, scale_momentum
         self.input = nn.Linear(latent_dim, width)
         self.condition = nn.Linear(d_model, width)
+        self.input_condition = nn.Linear(latent_dim, width) if condition_on_input else None  # None: old checkpoints load
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(AdaLNBlock(width) for _ in range(depth))
         self.out_norm = nn.LayerNorm(width, elementwise_affine=False)
@@ -80,22 +83,29 @@ class FlowHead(Head):
             self.register_buffer("center", torch.zeros(latent_dim))  # running mean of z_next per dim
         self.register_buffer("scale_seen", torch.zeros((), dtype=torch.bool))
 
-    def modulations(self, t: Tensor, h: Tensor) -> list[Tensor]:
-        """t (...,), h (..., D) -> every block's AdaLN modulation (..., 3W), then the output's (..., 2W)."""
-        c = self.condition(h) + self.time(time_embedding(t, self.width).to(h.dtype))
+    def _condition(self, h: Tensor, z: Tensor | None) -> Tensor:
+        """h (..., D) and the input latent z (..., L) -> the time-free condition (..., W)."""
+        c = self.condition(h)
+        if self.input_condition is not None:
+            c = c + self.input_condition(z)
+        return c
+
+    def modulations(self, t: Tensor, h: Tensor, z: Tensor | None = None) -> list[Tensor]:
+        """t (...,), h (..., D), z (..., L) -> every block's AdaLN modulation (..., 3W), then the output's (..., 2W)."""
+        c = self._condition(h, z) + self.time(time_embedding(t, self.width).to(h.dtype))
         return [block.modulation(c) for block in self.blocks] + [self.out_modulation(c)]
 
-    def step_modulations(self, h: Tensor) -> list[Tensor]:
-        """h (N, D) -> ``modulations`` at each Euler step's time: (steps, N, 3W) per block, then (steps, N, 2W).
-        The condition is projected once and the time once per step (not once per step and row)."""
+    def step_modulations(self, h: Tensor, z: Tensor | None = None) -> list[Tensor]:
+        """h (N, D), z (N, L) -> ``modulations`` at each Euler step's time: (steps, N, 3W) per block, then
+        (steps, N, 2W). The condition is projected once and the time once per step (not once per step and row)."""
         times = torch.arange(self.steps, device=h.device, dtype=h.dtype) / self.steps
-        c = self.condition(h)[None] + self.time(time_embedding(times, self.width).to(h.dtype))[:, None]
+        c = self._condition(h, z)[None] + self.time(time_embedding(times, self.width).to(h.dtype))[:, None]
         return [block.modulation(c) for block in self.blocks] + [self.out_modulation(c)]
 
     def velocity(self, x_t: Tensor, t: Tensor | None = None, h: Tensor | None = None,
-                 modulations: list[Tensor] | None = None) -> Tensor:
-        """x_t (N, L) at times t (N,) given h (N, D), or given their ``modulations`` -> (N, L)."""
-        modulations = self.modulations(t, h) if modulations is None else modulations
+                 modulations: list[Tensor] | None = None, z: Tensor | None = None) -> Tensor:
+        """x_t (N, L) at times t (N,) given h (N, D) and z (N, L), or given their ``modulations`` -> (N, L)."""
+        modulations = self.modulations(t, h, z) if modulations is None else modulations
         x = self.input(x_t)
         for block, modulation in zip(self.blocks, modulations):
             x = block(x, modulation)
@@ -123,28 +133,33 @@ class FlowHead(Head):
         k = self.samples_per_frame  # several (t, noise) draws per frame: the head is small next to the core
         x1 = ((z_next - self._origin(z)).detach() / self.scale).flatten(0, 1).repeat(k, 1)
         cond = h.flatten(0, 1).repeat(k, 1)
+        z_cond = z.detach().flatten(0, 1).repeat(k, 1)
         x0 = torch.randn(x1.shape, device=x1.device, dtype=x1.dtype, generator=generator)
         t = torch.rand(x1.shape[0], device=x1.device, dtype=x1.dtype, generator=generator)
         x_t = t[:, None] * x1 + (1 - t[:, None]) * x0
-        error = (self.velocity(x_t, t, cond) - (x1 - x0)).square().mean(-1)
+        error = (self.velocity(x_t, t, cond, z=z_cond) - (x1 - x0)).square().mean(-1)
         return error.view(k, batch, frames).mean(dim=(0, 2))
 
     def mean(self, h: Tensor, z: Tensor) -> Tensor:
         flat = h.reshape(-1, h.shape[-1])
         x0 = torch.zeros(flat.shape[0], self.latent_dim, device=h.device, dtype=h.dtype)
-        x1 = self.velocity(x0, torch.zeros(flat.shape[0], device=h.device, dtype=h.dtype), flat)
+        x1 = self.velocity(x0, torch.zeros(flat.shape[0], device=h.device, dtype=h.dtype), flat,
+                           z=z.reshape(-1, z.shape[-1]))
         return self._origin(z) + (x1 * self.scale).view(z.shape)
 
     def sample(self, h: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         flat = h.reshape(-1, h.shape[-1])
         noise = torch.randn(flat.shape[0], self.latent_dim, device=h.device, dtype=h.dtype, generator=generator)
-        chunks = [self._integrate(noise[i : i + CHUNK], flat[i : i + CHUNK]) for i in range(0, len(flat), CHUNK)]
+        flat_z = z.reshape(-1, z.shape[-1])
+        chunks = [self._integrate(noise[i : i + CHUNK], flat[i : i + CHUNK], flat_z[i : i + CHUNK])
+                  for i in range(0, len(flat), CHUNK)]
         return self._origin(z) + (torch.cat(chunks) * self.scale).view(z.shape)
 
-    def _integrate(self, noise: Tensor, flat: Tensor) -> Tensor:
-        """Euler steps of dx/dt = v from ``noise`` (N, L) given conditions ``flat`` (N, D) -> x1 (N, L)."""
+    def _integrate(self, noise: Tensor, flat: Tensor, flat_z: Tensor) -> Tensor:
+        """Euler steps of dx/dt = v from ``noise`` (N, L) given conditions ``flat`` (N, D) and input latents
+        ``flat_z`` (N, L) -> x1 (N, L)."""
         x = noise * self.temperature
-        all_steps = self.step_modulations(flat)  # the conditioning of every step in one pass: the loop runs the MLP
+        all_steps = self.step_modulations(flat, flat_z)  # the conditioning of every step in one pass: the loop runs the MLP
         if self._fused_ok(x, all_steps):
             return self._integrate_fused(x, all_steps)
         for i in range(self.steps):

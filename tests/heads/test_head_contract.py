@@ -105,8 +105,35 @@ def test_flow_head_frame_target_draws_the_frame_whatever_the_input_latent():
         make("flow", target="delta")
 
 
+def test_flow_head_conditioned_on_the_input_latent_copies_what_the_core_output_does_not_carry():
+    """The next frame is the input latent (a static scene) and the core output is noise: only a head that reads z
+    (``condition_on_input``) can redraw the frame; without it every draw is the frames' mean whatever z is."""
+    def fit(on_input: bool) -> torch.nn.Module:
+        head = make("flow", width=64, depth=2, steps=8, target="frame", condition_on_input=on_input).train()
+        optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(300):
+            h, z = torch.randn(16, 4, D, generator=generator), torch.randn(16, 4, LATENT, generator=generator)
+            loss = head.loss(h, z, z).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return head.eval()
+
+    reader, blind_head = fit(True), fit(False)
+    h, z = torch.randn(256, D), torch.randn(256, LATENT)
+    with torch.no_grad():
+        copied = reader.sample(h, z, torch.Generator().manual_seed(0))
+        blind = blind_head.sample(h, z, torch.Generator().manual_seed(0))
+    assert (copied - z).square().mean() < 0.1  # z has unit variance: the draw is z
+    assert (blind - z).square().mean() > 0.8  # a draw independent of z: at least z's variance away
+    assert set(make("flow", condition_on_input=True).state_dict()) - set(make("flow").state_dict()) == {
+        "input_condition.weight", "input_condition.bias"}
+
+
 HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
-                "flow-frame": {"width": 16, "depth": 1, "steps": 2, "target": "frame"}}
+                "flow-frame": {"width": 16, "depth": 1, "steps": 2, "target": "frame"},
+                "flow-input": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True}}
 
 
 @pytest.mark.parametrize("head", sorted(HEAD_OPTIONS))

@@ -9,10 +9,12 @@ from lightning_ssmvid.ops import flow_euler_cpu
 pytestmark = pytest.mark.skipif(flow_euler_cpu.kernel() is None, reason="no C++ toolchain to build the kernel")
 
 
-def trained_like(latent: int = 12, d_model: int = 10, width: int = 16, depth: int = 2, steps: int = 5) -> FlowHead:
+def trained_like(latent: int = 12, d_model: int = 10, width: int = 16, depth: int = 2, steps: int = 5,
+                 condition_on_input: bool = False) -> FlowHead:
     """A head whose zero-initialised modulations and output are randomised (as training leaves them)."""
     torch.manual_seed(0)
-    head = FlowHead(latent, d_model, width=width, depth=depth, steps=steps).eval()
+    head = FlowHead(latent, d_model, width=width, depth=depth, steps=steps,
+                    condition_on_input=condition_on_input).eval()
     with torch.no_grad():
         for p in head.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -20,9 +22,10 @@ def trained_like(latent: int = 12, d_model: int = 10, width: int = 16, depth: in
     return head
 
 
-@pytest.mark.parametrize("rows, depth, steps", [(1, 2, 5), (7, 1, 8), (3, 3, 1)])
-def test_fused_sampler_matches_the_pytorch_loop(monkeypatch, rows, depth, steps):
-    head = trained_like(depth=depth, steps=steps)
+@pytest.mark.parametrize("rows, depth, steps, on_input", [(1, 2, 5, False), (7, 1, 8, False), (3, 3, 1, False),
+                                                          (7, 2, 4, True)])
+def test_fused_sampler_matches_the_pytorch_loop(monkeypatch, rows, depth, steps, on_input):
+    head = trained_like(depth=depth, steps=steps, condition_on_input=on_input)
     h, z = torch.randn(rows, 10), torch.randn(rows, 12)
     with torch.no_grad():
         fused = head.sample(h, z, torch.Generator().manual_seed(3))
@@ -43,13 +46,15 @@ def test_the_fused_path_serves_inference_only(monkeypatch):
     assert calls == [1]
 
 
-def test_step_modulations_are_the_per_row_modulations_at_each_step_time():
-    head = trained_like()
-    h = torch.randn(4, 10)
+@pytest.mark.parametrize("on_input", [False, True])
+def test_step_modulations_are_the_per_row_modulations_at_each_step_time(on_input):
+    head = trained_like(condition_on_input=on_input)
+    h, z = torch.randn(4, 10), torch.randn(4, 12)
     times = torch.arange(head.steps) / head.steps
     with torch.no_grad():
-        per_row = head.modulations(times[:, None].expand(-1, 4), h.expand(head.steps, -1, -1))
-        for fast, slow in zip(head.step_modulations(h), per_row):
+        per_row = head.modulations(times[:, None].expand(-1, 4), h.expand(head.steps, -1, -1),
+                                   z.expand(head.steps, -1, -1))
+        for fast, slow in zip(head.step_modulations(h, z), per_row):
             torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-6)
 
 
