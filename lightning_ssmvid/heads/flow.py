@@ -69,7 +69,8 @@ class FlowHead(Head):
         self.temperature, self.scale_momentum = temperature, scale_momentum
         self.input = nn.Linear(latent_dim, width)
         self.condition = nn.Linear(d_model, width)
-        self.input_condition = nn.Linear(latent_dim, width) if condition_on_input else None  # None: old checkpoints load
+        # None when off, so checkpoints saved before the option load unchanged
+        self.input_condition = nn.Linear(latent_dim, width) if condition_on_input else None
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(AdaLNBlock(width) for _ in range(depth))
         self.out_norm = nn.LayerNorm(width, elementwise_affine=False)
@@ -159,7 +160,8 @@ class FlowHead(Head):
         """Euler steps of dx/dt = v from ``noise`` (N, L) given conditions ``flat`` (N, D) and input latents
         ``flat_z`` (N, L) -> x1 (N, L)."""
         x = noise * self.temperature
-        all_steps = self.step_modulations(flat, flat_z)  # the conditioning of every step in one pass: the loop runs the MLP
+        # the conditioning of every step in one pass: the loop below runs only the MLP
+        all_steps = self.step_modulations(flat, flat_z)
         if self._fused_ok(x, all_steps):
             return self._integrate_fused(x, all_steps)
         for i in range(self.steps):
