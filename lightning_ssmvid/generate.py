@@ -88,7 +88,10 @@ def generate_video(
     loop (model + writing), ``peak_rss_mb`` (largest VmRSS sampled during the rollout), ``start_rss_mb``, ``path``
     and ``persistence``: foreground and motion of the rollout against the context's per horizon band
     (``RolloutPersistence``; ~1 when the objects stay and keep moving, 0 when they vanish or freeze), and
-    ``rss_curve``: (frames generated, VmRSS MiB) every ``rss_every`` frames and at the end. A stochastic head's draws
+    ``rss_curve``: (frames generated, VmRSS MiB) every ``rss_every`` frames and at the end, and ``nonfinite_from``:
+    the first generated frame (1-based) holding a NaN or inf, or None (a diverged rollout: that frame and every later
+    one is written black and left out of the persistence and scene figures, which are NaN for bands wholly after it,
+    so a diverged video never reads as an empty or frozen one). A stochastic head's draws
     are fixed by ``seed``. With ``scene`` (a long-memory clip's ``SceneKept``), ``scene`` holds whether the
     occluder and the object colours are kept per band (1-16, 17-128, 129-240, 241-N). Latents are drawn in a
     background thread and decoded ``decode_chunk`` at a time (``streamed_rollout``; 1: one at a time in this thread).
@@ -116,7 +119,7 @@ def generate_video(
     out_path = Path(out_path)
     persistence = RolloutPersistence(to_unit(context[0]).cpu(), rollout_bands(n_frames))
     start_rss = peak_rss = rss_mb()
-    rss_curve = []
+    rss_curve, nonfinite_from = [], None
     writer = VideoWriter(out_path, fps=fps, lossless=lossless)
     try:
         for frame in context[0]:
@@ -129,10 +132,14 @@ def generate_video(
             start = time.perf_counter()
             with closing(streamed_rollout(model, context, n_frames, reencode, seed, decode_chunk)) as frames:
                 for i, frame in enumerate(frames):
+                    if nonfinite_from is None and not torch.isfinite(frame).all():
+                        nonfinite_from = i + 1
+                    if nonfinite_from is not None:  # diverged: this frame and every later one is black, not scored
+                        frame = torch.full_like(frame, float("nan"))
                     persistence.update(frame[0])
                     if scene is not None:
                         scene.update(frame[0])
-                    image = to_image(frame[0])
+                    image = to_image(frame[0].nan_to_num(0.0, 0.0, 0.0))
                     writer.write(side_by_side(next_real(), image) if real_iter is not None else image)
                     del frame, image
                     if i % 16 == 15 or i + 1 == n_frames:
@@ -155,6 +162,7 @@ def generate_video(
         "start_rss_mb": start_rss,
         "rss_curve": rss_curve,
         "path": str(out_path),
+        "nonfinite_from": nonfinite_from,
         "persistence": persistence.summary(),
         **({"scene": scene.summary()} if scene is not None else {}),
     }
@@ -305,6 +313,9 @@ def run(cfg: DictConfig) -> dict:
 
     rprint(f"wrote {result['path']}: {cfg.context} context + {result['frames']} generated frames "
            f"({result['frames_per_s']:.1f} frames/s, peak RSS {result['peak_rss_mb']:.0f} MiB)")
+    if result["nonfinite_from"] is not None:
+        rprint(f"[red]the rollout diverged: generated frame {result['nonfinite_from']} held NaN or inf values; it and "
+               "every later frame are written black and not scored[/red]")
     ratios = {k: v for k, v in result["persistence"].items() if "ratio" in k}
     rprint("vs the context: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     if "scene" in result:

@@ -12,7 +12,8 @@ the scene kept (occluder, object colours), plus the rollouts whose last band kee
 rows score three references over the real frames after the context the same way (mean ± 95% t over the clips; "–"
 where the clips end before the band does): the real video (what a model that kept everything exactly would get),
 the codec's reconstruction of it (the most any model drawing through that codec can get) and the last context
-frame held (copy-last: a frozen rollout, which keeps the scene but not the motion).
+frame held (copy-last: a frozen rollout, which keeps the scene but not the motion). A rollout that goes NaN or inf
+is counted in the last column (from its first such frame) and its frames from there on are not scored.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> di
                          f"out={out / 'last.mp4'}", "progress=false")
     result = generate(cfg)
     return {**result["persistence"], **result.get("scene", {}), "frames_per_s": result["frames_per_s"],
-            "references": result.get("references", {})}
+            "nonfinite_from": result.get("nonfinite_from"), "references": result.get("references", {})}
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per setting: mean ± 95% t interval over runs of each run's mean over clips, for every figure."""
     keys = [k for k in rows[0] if ("ratio_h" in k or "kept_h" in k)]
-    header = ["setting", "runs", *keys, f"occluder kept (>= {KEPT}) in the last band"]
+    header = ["setting", "runs", *keys, f"occluder kept (>= {KEPT}) in the last band", "diverged (NaN/inf)"]
     last = next((k for k in reversed(keys) if k.startswith("occluder_kept_")), None)  # the last band's occluder
 
     def kept(scored: list[dict]) -> str:
@@ -59,7 +60,9 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             per_run = [sum(r[key] for r in mine if r["run"] == run) / sum(r["run"] == run for r in mine)
                        for run in runs]
             cells.append(fmt_ci(t_interval(per_run), 2, percent=False))
-        out.append([setting, str(len(runs)), *cells, kept(mine)])
+        diverged = [r["nonfinite_from"] for r in mine if r.get("nonfinite_from") is not None]
+        out.append([setting, str(len(runs)), *cells, kept(mine),
+                    f"{len(diverged)} of {len(mine)}" + (f" (from frame {min(diverged)})" if diverged else "")])
     first = [r for r in rows if r["setting"] == rows[0]["setting"]]
     for name, label in REFERENCE_NAMES.items():  # scored against the same context, once per clip
         # runs on one data set and codec score the same clip the same: counted once
@@ -72,7 +75,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         for key in keys:
             values = [figures[key] for figures in scored if key in figures]
             cells.append(fmt_ci(t_interval(values), 2, percent=False) if len(values) == len(scored) else "–")
-        out.append([label, "–", *cells, kept(scored)])
+        out.append([label, "–", *cells, kept(scored), "–"])
     return header, out
 
 

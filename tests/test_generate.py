@@ -139,6 +139,29 @@ def test_memory_stays_bounded(smoke_ckpt, tmp_path):
     assert growth < 4.0, f"RSS grew {growth:.1f} MiB between 100 and 1000 generated frames"
 
 
+def test_a_diverged_rollout_is_flagged_written_black_and_not_scored(smoke_ckpt, tmp_path, monkeypatch):
+    from contextlib import closing
+
+    from lightning_ssmvid import generate as generate_module
+
+    real_rollout = generate_module.streamed_rollout
+
+    def diverging(*args, **kwargs):  # the model's own frames until frame 17, NaN after (as a blown-up latent gives)
+        with closing(real_rollout(*args, **kwargs)) as frames:
+            for i, frame in enumerate(frames):
+                yield frame if i < 16 else torch.full_like(frame, float("nan"))
+
+    monkeypatch.setattr(generate_module, "streamed_rollout", diverging)
+    context = torch.randint(0, 256, (CONTEXT, 3, SIZE, SIZE), dtype=torch.uint8)
+    result = generate_video(load_checkpoint(smoke_ckpt), context, 40, tmp_path / "d.mp4", progress=False)
+    assert result["nonfinite_from"] == 17 and result["written"] == CONTEXT + 40
+    ratios = result["persistence"]
+    assert ratios["foreground_ratio_h1-16"] == ratios["foreground_ratio_h1-16"]  # scored
+    assert ratios["foreground_ratio_h17-40"] != ratios["foreground_ratio_h17-40"]  # NaN, not an empty rollout's 0
+    reader = open_video(tmp_path / "d.mp4")
+    assert reader[len(reader) - 1].asnumpy().mean() < 8  # black
+
+
 def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkeypatch):
     import sys
 
@@ -153,6 +176,7 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
                                                          ("temperature=0 steps=2", 0), ("temperature=0 steps=2", 1)]
     table = (tmp_path / "rollouts.md").read_text().splitlines()
     assert len(table) == 9 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
+    assert table[2].endswith("| diverged (NaN/inf) |") and table[4].endswith("| 0 of 2 |")
     assert table[6].startswith("| the real video | – |") and rows[0]["references"]["real"]["frames"] == 20
     assert table[7].startswith("| the codec's reconstruction of it | – |")
     assert table[8].startswith("| the last context frame held (copy-last) | – |")

@@ -18,8 +18,11 @@ from torchmetrics import Metric
 
 
 def foreground_fraction(frames: Tensor, background: Tensor, threshold: float) -> Tensor:
-    """frames (B, T, C, H, W), background (B, C, H, W) in [0, 1] -> (B, T) share of pixels off the background."""
-    return ((frames - background[:, None]).abs().amax(dim=2) > threshold).double().mean(dim=(2, 3))
+    """frames (B, T, C, H, W), background (B, C, H, W) in [0, 1] -> (B, T) share of pixels off the background;
+    NaN for a frame holding NaN or inf (a diverged frame must not read as an empty one)."""
+    distance = (frames - background[:, None]).abs().amax(dim=2)
+    fraction = (distance > threshold).double().mean(dim=(2, 3))
+    return fraction.masked_fill(~torch.isfinite(distance).all(dim=-1).all(dim=-1), float("nan"))
 
 
 def motion(frames: Tensor, previous: Tensor) -> Tensor:
@@ -159,6 +162,9 @@ class RolloutPersistence:
 
     def update(self, frame: Tensor) -> None:
         frame = frame.float().cpu()
+        if not torch.isfinite(frame).all():  # a diverged frame is not scored (it would read as an empty one)
+            self.means.add(foreground=float("nan"), motion=float("nan"))
+            return
         self.means.add(foreground=float(foreground_fraction(frame[None, None], self.background[None], self.threshold)),
                        motion=float((frame - self.previous).abs().mean()))
         self.previous = frame

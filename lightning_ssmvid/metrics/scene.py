@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -46,6 +47,10 @@ class SceneKept:
         if real is None:  # past the clip's end: nothing to compare with
             return
         frame = frame.float().cpu()
+        if not torch.isfinite(frame).all():  # a diverged frame is not scored (it would read as a lost scene)
+            self.scored += 1
+            self.means.add(occluder=float("nan"), colours=float("nan"))
+            return
         if frame.shape[-1] != self.size:
             frame = F.interpolate(frame[None], size=(self.size, self.size), mode="nearest")[0]
         gen, real = frame.permute(1, 2, 0).numpy(), real.astype(np.float32) / 255  # (S, S, 3)

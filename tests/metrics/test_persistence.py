@@ -67,6 +67,24 @@ def test_rollout_persistence_against_the_context_and_its_bands():
                                                                       ratios(frozen, "foreground_ratio"))
 
 
+def test_a_diverged_rollout_is_not_scored_as_an_empty_one():
+    from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+
+    video = moving_square(n_frames=200)[0]
+    rollout = RolloutPersistence(video[:16], rollout_bands(184))
+    for t, frame in enumerate(video[16:]):
+        rollout.update(frame if t < 20 else torch.full_like(frame, float("nan")))  # NaN from generated frame 21
+    summary = rollout.summary()
+    assert abs(summary["foreground_ratio_h1-16"] - 1) < 0.1 and abs(summary["foreground_ratio_h17-128"] - 1) < 0.1
+    assert summary["foreground_ratio_h129-184"] != summary["foreground_ratio_h129-184"]  # NaN: no finite frame
+    assert summary["motion_ratio_h129-184"] != summary["motion_ratio_h129-184"]
+    pred = video[16:32][None].clone()
+    pred[:, 8:] = float("nan")
+    diverged = scores(pred, video[None], k=16)  # the evaluation's metric: a diverged band is NaN, not 0
+    assert diverged["foreground_ratio_h1-4"] > 0.5 and diverged["foreground_ratio_h5-16"] != diverged[
+        "foreground_ratio_h5-16"]
+
+
 def test_sample_diversity_is_zero_for_equal_draws_and_the_mean_gap_otherwise():
     from lightning_ssmvid.metrics.persistence import SampleDiversity
 

@@ -60,6 +60,15 @@ def test_frames_past_the_clips_end_are_not_scored(clip):
     assert len(list(render_frames(sidecar, START))) == len(frames)
 
 
+def test_a_diverged_rollout_is_not_scored_as_a_lost_scene(clip):
+    frames, sidecar = clip
+    diverged = frames.clone()
+    diverged[16:] = float("nan")  # NaN from frame 17: those frames are left out, not read as an empty scene
+    summary = scored(diverged, sidecar)
+    assert summary["occluder_kept_h1-16"] > 0.99 and summary["colours_kept_h1-16"] > 0.99
+    assert all(summary[k] != summary[k] for k in summary if "h17-" in k or "h129-" in k), summary
+
+
 def test_only_a_readable_long_memory_sidecar_is_scored(tmp_path, capsys):
     from lightning_ssmvid.generate import long_memory_sidecar
 
