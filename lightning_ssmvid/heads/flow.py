@@ -8,7 +8,9 @@ draw's error is not added to the next frame's as a change's is (a random walk in
 Training draws ``t ~ U(0, 1)`` and noise ``x0 ~ N(0, I)`` and regresses the velocity ``x1 - x0`` at
 ``x_t = t x1 + (1 - t) x0`` with an AdaLN MLP conditioned on the core output and ``t`` (and with
 ``condition_on_input`` on the input latent ``z`` too: the frame it continues then reaches the head directly, not
-only through the core's output, so a small object need not survive the core to be redrawn); sampling integrates
+only through the core's output, so a small object need not survive the core to be redrawn; it is normalised by a
+running per-dim mean and RMS and soft-clipped, ``c tanh(u / c)``, so a rollout whose latents blow up cannot feed the
+blow-up back through the head: unclipped, a smoke rollout went NaN by frame 105); sampling integrates
 ``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from ``t = 0`` (the optimal
 ``v(x0, 0)`` is ``E[x1] - x0``).
 """
@@ -25,6 +27,7 @@ from lightning_ssmvid.heads.base import Head
 from lightning_ssmvid.ops import flow_euler_cpu
 
 TARGETS = ("change", "frame")
+INPUT_CLIP = 3.0  # the input latent's condition saturates beyond 3 RMS from its mean (near-linear within 1.5)
 CHUNK = 1024  # frames integrated at once: a whole clip's conditioning for every step would not fit in memory
 
 
@@ -71,6 +74,9 @@ class FlowHead(Head):
         self.condition = nn.Linear(d_model, width)
         # None when off, so checkpoints saved before the option load unchanged
         self.input_condition = nn.Linear(latent_dim, width) if condition_on_input else None
+        if condition_on_input:  # running per-dim mean and RMS of the input latent, for its bounded normalisation
+            self.register_buffer("input_center", torch.zeros(latent_dim))
+            self.register_buffer("input_scale", torch.ones(latent_dim))
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(AdaLNBlock(width) for _ in range(depth))
         self.out_norm = nn.LayerNorm(width, elementwise_affine=False)
@@ -87,8 +93,9 @@ class FlowHead(Head):
     def _condition(self, h: Tensor, z: Tensor | None) -> Tensor:
         """h (..., D) and the input latent z (..., L) -> the time-free condition (..., W)."""
         c = self.condition(h)
-        if self.input_condition is not None:
-            c = c + self.input_condition(z)
+        if self.input_condition is not None:  # soft-clipped at INPUT_CLIP RMS: a blown-up input cannot feed back
+            u = (z - self.input_center) / self.input_scale
+            c = c + self.input_condition(INPUT_CLIP * torch.tanh(u / INPUT_CLIP))
         return c
 
     def modulations(self, t: Tensor, h: Tensor, z: Tensor | None = None) -> list[Tensor]:
@@ -125,6 +132,11 @@ class FlowHead(Head):
             self.center.lerp_(flat.mean(0), 1.0 if first else self.scale_momentum)
         rms = (flat - self._origin(z.detach().float().flatten(0, -2))).square().mean(0).sqrt().clamp_min(1e-4)
         self.scale.lerp_(rms, 1.0 if first else self.scale_momentum)
+        if self.input_condition is not None:
+            inputs = z.detach().float().flatten(0, -2)
+            self.input_center.lerp_(inputs.mean(0), 1.0 if first else self.scale_momentum)
+            spread = (inputs - self.input_center).square().mean(0).sqrt().clamp_min(1e-4)
+            self.input_scale.lerp_(spread, 1.0 if first else self.scale_momentum)
         self.scale_seen.fill_(True)
 
     def loss(self, h: Tensor, z: Tensor, z_next: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -128,7 +128,22 @@ def test_flow_head_conditioned_on_the_input_latent_copies_what_the_core_output_d
     assert (copied - z).square().mean() < 0.1  # z has unit variance: the draw is z
     assert (blind - z).square().mean() > 0.8  # a draw independent of z: at least z's variance away
     assert set(make("flow", condition_on_input=True).state_dict()) - set(make("flow").state_dict()) == {
-        "input_condition.weight", "input_condition.bias"}
+        "input_condition.weight", "input_condition.bias", "input_center", "input_scale"}
+
+
+def test_a_blown_up_input_latent_cannot_blow_up_the_heads_condition():
+    """Fed back its own exploding latents, an input-conditioned head's condition saturates: the feedback is cut."""
+    head = make("flow", width=16, depth=1, steps=2, target="frame", condition_on_input=True).eval()
+    for weight in head.parameters():  # as trained, not zero-initialised (AdaLN starts at zero modulation)
+        torch.nn.init.normal_(weight, std=0.5)
+    h, z = torch.randn(4, D), torch.randn(4, LATENT)
+    with torch.no_grad():
+        near, blown, inf = (head.step_modulations(h, z * k) for k in (1e4, 1e8, float("inf")))
+        small = head.step_modulations(h, z * 1e-3)
+    for a, b, c in zip(near, blown, inf):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(near, small))  # within range, z still moves the condition
 
 
 HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
