@@ -9,10 +9,10 @@ Training draws ``t ~ U(0, 1)`` and noise ``x0 ~ N(0, I)`` and regresses the velo
 ``x_t = t x1 + (1 - t) x0`` with an AdaLN MLP conditioned on the core output and ``t`` (and with
 ``condition_on_input`` on the input latent ``z`` too: the frame it continues then reaches the head directly, not
 only through the core's output, so a small object need not survive the core to be redrawn; it is normalised by a
-running per-dim mean and RMS and soft-clipped, ``c tanh(u / c)``, so a rollout whose latents blow up cannot feed the
-blow-up back through the head: unclipped, a smoke rollout went NaN by frame 105); sampling integrates
-``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from ``t = 0`` (the optimal
-``v(x0, 0)`` is ``E[x1] - x0``).
+running per-dim mean and RMS and soft-clipped, ``c tanh(u / c)`` with ``c = input_clip``, so a rollout whose
+latents blow up cannot feed the blow-up back through the head: unclipped, a smoke rollout went NaN by frame 105);
+sampling integrates ``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from ``t = 0`` (the
+optimal ``v(x0, 0)`` is ``E[x1] - x0``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from lightning_ssmvid.heads.base import Head
 from lightning_ssmvid.ops import flow_euler_cpu
 
 TARGETS = ("change", "frame")
-INPUT_CLIP = 3.0  # the input latent's condition saturates beyond 3 RMS from its mean (near-linear within 1.5)
 CHUNK = 1024  # frames integrated at once: a whole clip's conditioning for every step would not fit in memory
 
 
@@ -63,11 +62,13 @@ class FlowHead(Head):
 
     def __init__(self, latent_dim: int, d_model: int, width: int = 256, depth: int = 3, steps: int = 8,
                  samples_per_frame: int = 4, temperature: float = 1.0, scale_momentum: float = 0.01,
-                 target: str = "change", condition_on_input: bool = False):
+                 target: str = "change", condition_on_input: bool = False, input_clip: float = 3.0):
         super().__init__(latent_dim, d_model)
         if target not in TARGETS:
             raise ValueError(f"head.target must be one of {TARGETS}, got {target!r}")
-        self.target = target
+        if not input_clip > 0:
+            raise ValueError(f"head.input_clip must be > 0 (RMS units of the input latent), got {input_clip!r}")
+        self.target, self.input_clip = target, float(input_clip)
         self.width, self.steps, self.samples_per_frame = width, steps, samples_per_frame
         self.temperature, self.scale_momentum = temperature, scale_momentum
         self.input = nn.Linear(latent_dim, width)
@@ -93,9 +94,9 @@ class FlowHead(Head):
     def _condition(self, h: Tensor, z: Tensor | None) -> Tensor:
         """h (..., D) and the input latent z (..., L) -> the time-free condition (..., W)."""
         c = self.condition(h)
-        if self.input_condition is not None:  # soft-clipped at INPUT_CLIP RMS: a blown-up input cannot feed back
+        if self.input_condition is not None:  # soft-clipped at input_clip RMS: a blown-up input cannot feed back
             u = (z - self.input_center) / self.input_scale
-            c = c + self.input_condition(INPUT_CLIP * torch.tanh(u / INPUT_CLIP))
+            c = c + self.input_condition(self.input_clip * torch.tanh(u / self.input_clip))
         return c
 
     def modulations(self, t: Tensor, h: Tensor, z: Tensor | None = None) -> list[Tensor]:

@@ -144,6 +144,8 @@ def test_a_blown_up_input_latent_cannot_blow_up_the_heads_condition():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         torch.testing.assert_close(a, c, rtol=0, atol=0)
     assert any(not torch.equal(a, b) for a, b in zip(near, small))  # within range, z still moves the condition
+    with pytest.raises(ValueError, match="head.input_clip must be > 0"):
+        make("flow", condition_on_input=True, input_clip=0)
 
 
 HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
