@@ -127,6 +127,8 @@ class FlowHead(Head):
 
     @torch.no_grad()
     def _update_statistics(self, z: Tensor, z_next: Tensor) -> None:
+        if not (torch.isfinite(z).all() and torch.isfinite(z_next).all()):  # its loss is skipped: keep the statistics
+            return
         flat = z_next.detach().float().flatten(0, -2)
         first = not bool(self.scale_seen)
         if self.target == "frame":

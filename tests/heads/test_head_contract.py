@@ -146,6 +146,10 @@ def test_a_blown_up_input_latent_cannot_blow_up_the_heads_condition():
     assert any(not torch.equal(a, b) for a, b in zip(near, small))  # within range, z still moves the condition
     with pytest.raises(ValueError, match="head.input_clip must be > 0"):
         make("flow", condition_on_input=True, input_clip=0)
+    head.train().loss(h[:, None], z[:, None], z[:, None])
+    before = {k: v.clone() for k, v in head.state_dict().items() if k.startswith(("input_", "center", "scale"))}
+    head.loss(h[:, None], z[:, None] * float("nan"), z[:, None])  # a diverged batch (its loss is skipped)
+    assert all(torch.equal(before[k], head.state_dict()[k]) for k in before)  # the running statistics stay finite
 
 
 HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
