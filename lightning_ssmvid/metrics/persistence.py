@@ -161,10 +161,7 @@ class RolloutPersistence:
         self.means = BandMeans(bands)
 
     def update(self, frame: Tensor) -> None:
-        frame = frame.float().cpu()
-        if not torch.isfinite(frame).all():  # a diverged frame is not scored (it would read as an empty one)
-            self.means.add(foreground=float("nan"), motion=float("nan"))
-            return
+        frame = frame.float().cpu()  # a diverged (NaN) frame adds NaN foreground and motion, which BandMeans skips
         self.means.add(foreground=float(foreground_fraction(frame[None, None], self.background[None], self.threshold)),
                        motion=float((frame - self.previous).abs().mean()))
         self.previous = frame
