@@ -76,6 +76,7 @@ class VideoModel(L.LightningModule):
         rollout_noise: float = 0.0,
         rollout_reencode: bool = False,
         foreground_weight: float = 0.0,
+        foreground_symmetric: bool = False,
         own_input_rate: float = 0.0,
         rollout_loss_steps: int = 0,
         rollout_loss_weight: float = 1.0,
@@ -86,6 +87,7 @@ class VideoModel(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.pixel_weight, self.recon_weight, self.latent_weight = pixel_weight, recon_weight, latent_weight
         self.foreground_weight = foreground_weight  # joint training: up-weight object pixels, as codec pretraining
+        self.foreground_symmetric = foreground_symmetric  # ... and the pixels a decoded frame paints (halos)
         if not 0.0 <= own_input_rate < 1.0:
             raise UserError(f"model.own_input_rate={own_input_rate}: must be in [0, 1)")
         self.own_input_rate = own_input_rate  # scheduled sampling: inputs replaced by the model's own draws
@@ -213,8 +215,8 @@ class VideoModel(L.LightningModule):
                     continue
                 decoded = torch.sigmoid(self.codec.decode(pred))
                 out[f"{name}_mse"] = mse(decoded, target)
-                error = out[f"{name}_mse"] if not self.foreground_weight else (
-                    weighted_frame_error(decoded, target, self.foreground_weight) * weight).sum()
+                error = out[f"{name}_mse"] if not self.foreground_weight else (weighted_frame_error(
+                    decoded, target, self.foreground_weight, self.foreground_symmetric) * weight).sum()
                 out["loss"] = out["loss"] + factor * error
         return out, state
 

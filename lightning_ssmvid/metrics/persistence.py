@@ -1,9 +1,9 @@
 """Metrics that an empty or frozen rollout cannot pass: foreground persistence and motion, generated vs real.
 
 Flicker alone rewards a rollout that goes black (nothing changes). Per horizon, ``ForegroundMotion`` accumulates
-the fraction of *foreground* pixels (further than ``threshold`` from the clip's background, the per-pixel median of
-its context frames) and the mean absolute frame difference, of the generated and of the real continuation; their
-ratios per horizon band are ~1 for a rollout that keeps its objects and keeps them moving, 0 for an empty one
+the fraction of *foreground* pixels (further than ``threshold`` from the clip's background, ``scene_background``)
+and the mean absolute frame difference, of the generated and of the real continuation; their ratios per horizon
+band are ~1 for a rollout that keeps its objects and keeps them moving, 0 for an empty one
 (foreground) or a frozen one (motion).
 """
 
@@ -15,6 +15,27 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+LEVELS = 16  # colour quantisation for finding the backdrop colour: coarser than codec noise, finer than a palette
+BACKDROP_SHARE = 0.8  # the median frame is the backdrop colour on at least this share: no static structure
+
+
+def scene_background(context: Tensor, threshold: float = 0.1) -> Tensor:
+    """context (K, C, H, W) in [0, 1] -> (C, H, W) the background its foreground is measured against.
+
+    The per-pixel median over the context (objects move, a static scene stays), unless that median frame is one
+    backdrop colour (within ``threshold``) on ``BACKDROP_SHARE`` of its pixels, as in the bouncing data: then that
+    colour everywhere. The median alone counts an object that moves less than its own size in the context as
+    background (measured: a slow square of the smoke data read as a sliver of its pixels); a scene with static
+    structure (the long-memory data's occluder, a third of the frame) keeps the median.
+    """
+    median = context.float().median(dim=0).values
+    codes = (median.clamp(0, 1) * (LEVELS - 1)).round().long()
+    codes = sum(codes[c] * LEVELS**c for c in range(median.shape[0]))  # (H, W) one code per colour
+    colour = median[:, codes == torch.bincount(codes.flatten()).argmax()].mean(dim=1)  # (C,) the commonest colour
+    if ((median - colour[:, None, None]).abs().amax(dim=0) <= threshold).double().mean() >= BACKDROP_SHARE:
+        return colour[:, None, None].expand_as(median).clone()
+    return median
 
 
 def foreground_fraction(frames: Tensor, background: Tensor, threshold: float) -> Tensor:
@@ -55,7 +76,7 @@ class ForegroundMotion(Metric):
         pred, target, context = pred.float(), target.float(), context.float()
         steps = min(pred.shape[1], self.max_horizon)
         pred, target = pred[:, :steps], target[:, :steps]
-        background = context.median(dim=1).values  # static scene: objects move, so the median is what stays
+        background = torch.stack([scene_background(clip, self.threshold) for clip in context])
         last = context[:, -1]
         self.foreground_gen[:steps] += foreground_fraction(pred, background, self.threshold).sum(0)
         self.foreground_real[:steps] += foreground_fraction(target, background, self.threshold).sum(0)
@@ -149,12 +170,12 @@ class RolloutPersistence:
 
     ``update(frame)`` with each generated (C, H, W) frame in [0, 1]; ``summary()`` gives per inclusive 1-based
     band of ``bands`` ``foreground_ratio_h{lo}-{hi}`` (mean generated foreground fraction / the context's) and
-    ``motion_ratio_h{lo}-{hi}`` (mean |x_t - x_{t-1}| / the context's). Background: the context's per-pixel median.
+    ``motion_ratio_h{lo}-{hi}`` (mean |x_t - x_{t-1}| / the context's). Background: ``scene_background``.
     """
 
     def __init__(self, context: Tensor, bands: Iterable[tuple[int, int]], threshold: float = 0.1):
         context = context.float()  # (K, C, H, W) in [0, 1]
-        self.background, self.threshold = context.median(dim=0).values, threshold
+        self.background, self.threshold = scene_background(context, threshold), threshold
         self.context_foreground = float(foreground_fraction(context[None], self.background[None], threshold).mean())
         self.context_motion = float(motion(context[None, 1:], context[None, 0]).mean())
         self.previous = context[-1]

@@ -96,3 +96,18 @@ def test_sample_diversity_is_zero_for_equal_draws_and_the_mean_gap_otherwise():
     metric.update(video[:, :16], video[:, :16] * 0)
     expected = float(video[:, :4].mean())
     assert abs(metric.summary(BINS)["diversity_h1-4"] - expected) < 1e-9
+
+
+def test_a_square_that_does_not_move_in_the_context_is_still_foreground():
+    from lightning_ssmvid.metrics.persistence import foreground_fraction, scene_background
+
+    still = torch.zeros(8, 3, 16, 16)
+    still[:, :, 4:8, 4:8] = 0.9  # 16 of 256 pixels, the same in every context frame: the median would be the square
+    background = scene_background(still)
+    assert torch.equal(background, torch.zeros(3, 16, 16))
+    assert foreground_fraction(still[None], background[None], 0.1).mean() == 16 / 256
+    occluded = still.clone()
+    occluded[:, :, :, :6] = 0.5  # a static occluder over a third of the frame is scene: the per-pixel median
+    assert torch.equal(scene_background(occluded), occluded.median(dim=0).values)
+    textured = torch.rand(1, 3, 16, 16).expand(8, -1, -1, -1).clone()  # no backdrop colour: the median too
+    assert torch.equal(scene_background(textured), textured.median(dim=0).values)
