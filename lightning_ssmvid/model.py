@@ -87,6 +87,8 @@ class VideoModel(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.pixel_weight, self.recon_weight, self.latent_weight = pixel_weight, recon_weight, latent_weight
         self.foreground_weight = foreground_weight  # joint training: up-weight object pixels, as codec pretraining
+        if foreground_symmetric and not foreground_weight:
+            raise UserError("model.foreground_symmetric=true weights nothing at model.foreground_weight=0: set both")
         self.foreground_symmetric = foreground_symmetric  # ... and the pixels a decoded frame paints (halos)
         if not 0.0 <= own_input_rate < 1.0:
             raise UserError(f"model.own_input_rate={own_input_rate}: must be in [0, 1)")

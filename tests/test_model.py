@@ -231,3 +231,17 @@ def test_the_self_rollout_leaves_a_stochastic_heads_running_statistics_to_the_re
     out, _ = model.losses({"latents": z}, generator=torch.Generator().manual_seed(0))
     assert "rollout_flow_mse" in out and torch.isfinite(out["loss"])
     torch.testing.assert_close(model.head.scale, plain)
+
+
+def test_symmetric_foreground_weighting_changes_the_pixel_losses_and_needs_a_weight():
+    model = make_model().train()
+    frames = torch.zeros(2, 6, 3, 16, 16, dtype=torch.uint8)
+    frames[:, :, :, 4:8, 4:8] = 230  # a still square on black
+    model.foreground_weight = 30.0
+    one_sided = model.losses({"frames": frames})[0]["loss"]
+    model.foreground_symmetric = True
+    symmetric = model.losses({"frames": frames})[0]["loss"]
+    assert torch.isfinite(symmetric) and not torch.isclose(symmetric, one_sided)
+    with pytest.raises(Exception, match="foreground_symmetric"):
+        VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                   optimizer=torch.optim.SGD, foreground_symmetric=True)

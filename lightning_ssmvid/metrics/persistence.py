@@ -30,9 +30,11 @@ def scene_background(context: Tensor, threshold: float = 0.1) -> Tensor:
     structure (the long-memory data's occluder, a third of the frame) keeps the median.
     """
     median = context.float().median(dim=0).values
-    codes = (median.clamp(0, 1) * (LEVELS - 1)).round().long()
-    codes = sum(codes[c] * LEVELS**c for c in range(median.shape[0]))  # (H, W) one code per colour
-    colour = median[:, codes == torch.bincount(codes.flatten()).argmax()].mean(dim=1)  # (C,) the commonest colour
+    if not torch.isfinite(median).all():  # no colour to find; foreground_fraction reads the NaN as unscored
+        return median
+    levels = (median.clamp(0, 1) * (LEVELS - 1)).round().flatten(1).T  # (H*W, C) each pixel's quantised colour
+    _, which, counts = torch.unique(levels, dim=0, return_inverse=True, return_counts=True)
+    colour = median.flatten(1)[:, which == counts.argmax()].mean(dim=1)  # (C,) the commonest colour
     if ((median - colour[:, None, None]).abs().amax(dim=0) <= threshold).double().mean() >= BACKDROP_SHARE:
         return colour[:, None, None].expand_as(median).clone()
     return median

@@ -111,3 +111,19 @@ def test_a_square_that_does_not_move_in_the_context_is_still_foreground():
     assert torch.equal(scene_background(occluded), occluded.median(dim=0).values)
     textured = torch.rand(1, 3, 16, 16).expand(8, -1, -1, -1).clone()  # no backdrop colour: the median too
     assert torch.equal(scene_background(textured), textured.median(dim=0).values)
+    assert scene_background(torch.full((8, 3, 16, 16), float("nan"))).isnan().all()  # unscored, not a crash
+
+
+def test_both_persistence_measures_count_a_still_square_as_foreground():
+    from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
+
+    still = torch.zeros(1, 12, 3, 16, 16)
+    still[..., 4:8, 4:8] = 0.9
+    video = torch.cat([still, moving_square(12)])  # (2, 12, ...): one clip whose square never moves, one moving
+    kept_then_lost = torch.cat([still[:, 8:], torch.zeros_like(still[:, 8:])])  # the still square kept, the other not
+    assert scores(kept_then_lost, video)["foreground_ratio_h1-4"] == 0.5  # per clip backdrops: 1 of 2 squares
+    rollout = RolloutPersistence(still[0, :8], rollout_bands(4))
+    assert rollout.context_foreground == 16 / 256
+    for _ in range(4):
+        rollout.update(torch.zeros(3, 16, 16))
+    assert rollout.summary()["foreground_ratio_h1-4"] == 0.0
