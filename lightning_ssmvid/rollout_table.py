@@ -8,7 +8,9 @@ Each run's ``last.ckpt`` generates ``--frames`` frames after 16 real ones from e
 validation split, once per setting (``make generate``'s keys: ``conf/generate.yaml``; seed 0), and each result
 is kept in ``<out>/rollouts.json``. The table gives per setting and band the mean over clips of each run, then
 mean ± the 95% t interval over runs (seeds): the persistence ratios (foreground, motion) and, on long-memory clips,
-the scene kept (occluder, object colours), plus the rollouts whose last band keeps the occluder (>= 0.8). The last
+the scene kept (occluder, object colours), plus the rollouts that keep their objects and their motion in every band
+(foreground 0.5-2x and motion >= 0.3x the context's: issue 14's smoke target) and those whose last band keeps the
+occluder (>= 0.8). The last
 rows score three references over the real frames after the context the same way (mean ± 95% t over the clips; "–"
 where the clips end before the band does): the real video (what a model that kept everything exactly would get),
 the codec's reconstruction of it (the most any model drawing through that codec can get) and the last context
@@ -31,6 +33,14 @@ from lightning_ssmvid.utils.config import compose_config
 from lightning_ssmvid.utils.files import write_json_atomic
 
 KEPT = 0.8  # a rollout "keeps" the occluder when this share of its band stays as in the real video
+FOREGROUND_BAND, MIN_MOTION = (0.5, 2.0), 0.3  # a rollout keeps its objects and their motion within these ratios
+
+
+def keeps_objects(figures: dict) -> bool:
+    """Every band's foreground ratio in ``FOREGROUND_BAND`` and motion ratio >= ``MIN_MOTION`` (NaN: not kept)."""
+    low, high = FOREGROUND_BAND
+    return (all(low <= v <= high for k, v in figures.items() if k.startswith("foreground_ratio_h"))
+            and all(v >= MIN_MOTION for k, v in figures.items() if k.startswith("motion_ratio_h")))
 
 
 def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> dict:
@@ -45,7 +55,8 @@ def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> di
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per setting: mean ± 95% t interval over runs of each run's mean over clips, for every figure."""
     keys = [k for k in rows[0] if ("ratio_h" in k or "kept_h" in k)]
-    header = ["setting", "runs", *keys, f"occluder kept (>= {KEPT}) in the last band", "diverged (NaN/inf)"]
+    objects = f"objects kept ({FOREGROUND_BAND[0]}-{FOREGROUND_BAND[1]}x) and moving (>= {MIN_MOTION}x) in every band"
+    header = ["setting", "runs", *keys, objects, f"occluder kept (>= {KEPT}) in the last band", "diverged (NaN/inf)"]
     last = next((k for k in reversed(keys) if k.startswith("occluder_kept_")), None)  # the last band's occluder
 
     def kept(scored: list[dict]) -> str:
@@ -61,7 +72,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                        for run in runs]
             cells.append(fmt_ci(t_interval(per_run), 2, percent=False))
         diverged = [r["nonfinite_from"] for r in mine if r.get("nonfinite_from") is not None]
-        out.append([setting, str(len(runs)), *cells, kept(mine),
+        out.append([setting, str(len(runs)), *cells, f"{sum(map(keeps_objects, mine))} of {len(mine)}", kept(mine),
                     f"{len(diverged)} of {len(mine)}" + (f" (from frame {min(diverged)})" if diverged else "")])
     first = [r for r in rows if r["setting"] == rows[0]["setting"]]
     for name, label in REFERENCE_NAMES.items():  # scored against the same context, once per clip
@@ -75,7 +86,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         for key in keys:
             values = [figures[key] for figures in scored if key in figures]
             cells.append(fmt_ci(t_interval(values), 2, percent=False) if len(values) == len(scored) else "–")
-        out.append([label, "–", *cells, kept(scored), "–"])
+        out.append([label, "–", *cells, f"{sum(map(keeps_objects, scored))} of {len(scored)}", kept(scored), "–"])
     return header, out
 
 

@@ -176,7 +176,9 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
                                                          ("temperature=0 steps=2", 0), ("temperature=0 steps=2", 1)]
     table = (tmp_path / "rollouts.md").read_text().splitlines()
     assert len(table) == 9 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
-    assert table[2].endswith("| diverged (NaN/inf) |") and table[4].endswith("| 0 of 2 |")
+    assert table[2].endswith("| objects kept (0.5-2.0x) and moving (>= 0.3x) in every band | occluder kept (>= 0.8) "
+                             "in the last band | diverged (NaN/inf) |") and table[4].endswith("| 0 of 2 |")
+    assert table[6].split(" | ")[-3] == "2 of 2"  # the real video keeps its objects and their motion
     assert table[6].startswith("| the real video | – |") and rows[0]["references"]["real"]["frames"] == 20
     assert table[7].startswith("| the codec's reconstruction of it | – |")
     assert table[8].startswith("| the last context frame held (copy-last) | – |")
