@@ -5,17 +5,17 @@
         --frames 500 --out reports/rollouts/smoke
 
 Each run's ``last.ckpt`` generates ``--frames`` frames after 16 real ones from each ``--videos`` clip of its
-validation split, once per setting (``make generate``'s keys: ``conf/generate.yaml``; seed 0), and each result
-is kept in ``<out>/rollouts.json``. The table gives per setting and band the mean over clips of each run, then
-mean ± the 95% t interval over runs (seeds): the persistence ratios (foreground, motion) and, on long-memory clips,
-the scene kept (occluder, object colours), plus the rollouts that keep their objects and their motion in every band
+validation split, once per setting (``make generate``'s keys: ``conf/generate.yaml``; seed 0), and each result is
+kept in ``<out>/rollouts.json``. The table gives per setting and band the mean over clips of each run, then mean ±
+the 95% t interval over runs (seeds): the persistence ratios (foreground, motion) and, on long-memory clips, the
+scene kept (occluder, object colours), plus the rollouts that keep their objects and their motion in every band
 (foreground 0.5-2x and motion >= 0.3x the context's: issue 14's smoke target) and those whose last band keeps the
-occluder (>= 0.8). The last
-rows score three references over the real frames after the context the same way (mean ± 95% t over the clips; "–"
-where the clips end before the band does): the real video (what a model that kept everything exactly would get),
-the codec's reconstruction of it (the most any model drawing through that codec can get) and the last context
-frame held (copy-last: a frozen rollout, which keeps the scene but not the motion). A rollout that goes NaN or inf
-is counted in the last column (from its first such frame) and its frames from there on are not scored.
+occluder (>= 0.8). The last rows score three references over the real frames after the context the same way (mean ±
+95% t over the clips; "–" where the clips end before the band does): the real video (what a model that kept
+everything exactly would get), the codec's reconstruction of it (the most any model drawing through that codec can
+get) and the last context frame held (copy-last: a frozen rollout, which keeps the scene but not the motion). A
+rollout that goes NaN or inf is counted in the last column (from its first such frame) and its frames from there on
+are not scored.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 from pathlib import Path
 
 from lightning_ssmvid.generate import REFERENCE_NAMES
@@ -37,10 +38,12 @@ FOREGROUND_BAND, MIN_MOTION = (0.5, 2.0), 0.3  # a rollout keeps its objects and
 
 
 def keeps_objects(figures: dict) -> bool:
-    """Every band's foreground ratio in ``FOREGROUND_BAND`` and motion ratio >= ``MIN_MOTION`` (NaN: not kept)."""
+    """Every band's foreground ratio in ``FOREGROUND_BAND`` and motion ratio >= ``MIN_MOTION`` (NaN, None: not kept)."""
     low, high = FOREGROUND_BAND
-    return (all(low <= v <= high for k, v in figures.items() if k.startswith("foreground_ratio_h"))
-            and all(v >= MIN_MOTION for k, v in figures.items() if k.startswith("motion_ratio_h")))
+    ratios = lambda name: [v if isinstance(v, (int, float)) else math.nan  # noqa: E731
+                           for k, v in figures.items() if k.startswith(name)]
+    return all(low <= v <= high for v in ratios("foreground_ratio_h")) and all(
+        v >= MIN_MOTION for v in ratios("motion_ratio_h"))
 
 
 def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> dict:

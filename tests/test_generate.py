@@ -207,3 +207,15 @@ def test_context_video_works_after_the_data_folder_is_deleted(tmp_path):
     result = generate(ckpt, "frames=20", "context=4", f"context_video={video}", f"out={tmp_path / 'g.mp4'}")
     assert decoded(Path(result["path"])) == (4 + 20, (SIZE, SIZE, 3))
     assert not data.exists(), "generation must not re-create the deleted data set"
+
+
+def test_a_rollout_keeps_its_objects_only_inside_the_bands_in_every_band():
+    from lightning_ssmvid.rollout_table import keeps_objects
+
+    kept = {"foreground_ratio_h1-16": 0.5, "motion_ratio_h1-16": 0.3, "foreground_ratio_h17-128": 2.0,
+            "motion_ratio_h17-128": 5.0, "context_foreground": 9.0}
+    assert keeps_objects(kept)
+    for key, value in [("foreground_ratio_h17-128", 2.01), ("foreground_ratio_h1-16", 0.49),
+                       ("motion_ratio_h1-16", 0.29), ("motion_ratio_h17-128", float("nan")),
+                       ("foreground_ratio_h1-16", None)]:  # None: a band json wrote as null
+        assert not keeps_objects({**kept, key: value}), key
