@@ -39,11 +39,10 @@ FOREGROUND_BAND, MIN_MOTION = (0.5, 2.0), 0.3  # a rollout keeps its objects and
 
 def keeps_objects(figures: dict) -> bool:
     """Every band's foreground ratio in ``FOREGROUND_BAND`` and motion ratio >= ``MIN_MOTION`` (NaN, None: not kept)."""
-    low, high = FOREGROUND_BAND
-    ratios = lambda name: [v if isinstance(v, (int, float)) else math.nan  # noqa: E731
-                           for k, v in figures.items() if k.startswith(name)]
-    return all(low <= v <= high for v in ratios("foreground_ratio_h")) and all(
-        v >= MIN_MOTION for v in ratios("motion_ratio_h"))
+    def within(prefix: str, low: float, high: float = math.inf) -> bool:
+        return all(isinstance(v, (int, float)) and low <= v <= high for k, v in figures.items() if k.startswith(prefix))
+
+    return within("foreground_ratio_h", *FOREGROUND_BAND) and within("motion_ratio_h", MIN_MOTION)
 
 
 def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> dict:
