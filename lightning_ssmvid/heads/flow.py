@@ -13,6 +13,12 @@ running per-dim mean and RMS and soft-clipped, ``c tanh(u / c)`` with ``c = inpu
 latents blow up cannot feed the blow-up back through the head: unclipped, a smoke rollout went NaN by frame 105);
 sampling integrates ``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from ``t = 0`` (the
 optimal ``v(x0, 0)`` is ``E[x1] - x0``).
+
+With ``copy_skip`` the MLP predicts the clean target instead of the velocity (x-prediction, as in "Back to Basics:
+Let Denoising Generative Models Denoise", Li & He 2025), as the input latent in target units plus the MLP's
+residual, ``x1_hat = copy(z) + MLP``, and the velocity is ``(x1_hat - x_t) / (1 - t)``: an untrained head then draws
+exactly the frame it read (copy-last), and training learns what changes. The loss stays the velocity's MSE (so it
+weighs the last, fine-detail steps most), with ``1 - t`` floored at ``TIME_FLOOR`` where ``t`` nears 1.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from lightning_ssmvid.heads.base import Head
 from lightning_ssmvid.ops import flow_euler_cpu
 
 TARGETS = ("change", "frame")
+TIME_FLOOR = 0.05  # copy_skip: training floors 1 - t here, where t ~ U(0, 1) nears 1 (sampling: 1 - t >= 1/steps)
 CHUNK = 1024  # frames integrated at once: a whole clip's conditioning for every step would not fit in memory
 
 
@@ -62,13 +69,14 @@ class FlowHead(Head):
 
     def __init__(self, latent_dim: int, d_model: int, width: int = 256, depth: int = 3, steps: int = 8,
                  samples_per_frame: int = 4, temperature: float = 1.0, scale_momentum: float = 0.01,
-                 target: str = "change", condition_on_input: bool = False, input_clip: float = 3.0):
+                 target: str = "change", condition_on_input: bool = False, input_clip: float = 3.0,
+                 copy_skip: bool = False):
         super().__init__(latent_dim, d_model)
         if target not in TARGETS:
             raise ValueError(f"head.target must be one of {TARGETS}, got {target!r}")
         if not input_clip > 0:
             raise ValueError(f"head.input_clip must be > 0 (RMS units of the input latent), got {input_clip!r}")
-        self.target, self.input_clip = target, float(input_clip)
+        self.target, self.input_clip, self.copy_skip = target, float(input_clip), bool(copy_skip)
         self.width, self.steps, self.samples_per_frame = width, steps, samples_per_frame
         self.temperature, self.scale_momentum = temperature, scale_momentum
         self.input = nn.Linear(latent_dim, width)
@@ -111,15 +119,25 @@ class FlowHead(Head):
         c = self._condition(h, z)[None] + self.time(time_embedding(times, self.width).to(h.dtype))[:, None]
         return [block.modulation(c) for block in self.blocks] + [self.out_modulation(c)]
 
-    def velocity(self, x_t: Tensor, t: Tensor | None = None, h: Tensor | None = None,
-                 modulations: list[Tensor] | None = None, z: Tensor | None = None) -> Tensor:
-        """x_t (N, L) at times t (N,) given h (N, D) and z (N, L), or given their ``modulations`` -> (N, L)."""
-        modulations = self.modulations(t, h, z) if modulations is None else modulations
+    def network(self, x_t: Tensor, modulations: list[Tensor]) -> Tensor:
+        """The AdaLN MLP: x_t (N, L) under ``modulations`` -> (N, L), the velocity (or with ``copy_skip`` the clean
+        target's residual over the copy)."""
         x = self.input(x_t)
         for block, modulation in zip(self.blocks, modulations):
             x = block(x, modulation)
         shift, scale = modulations[-1].chunk(2, dim=-1)
         return self.out(self.out_norm(x) * (1 + scale) + shift)
+
+    def velocity(self, x_t: Tensor, t: Tensor, h: Tensor, z: Tensor | None = None) -> Tensor:
+        """x_t (N, L) at times t (N,) given h (N, D) and the input latent z (N, L) -> the velocity (N, L)."""
+        out = self.network(x_t, self.modulations(t, h, z))
+        if not self.copy_skip:
+            return out
+        return (self.copy(z) + out - x_t) / (1 - t[:, None]).clamp_min(TIME_FLOOR)
+
+    def copy(self, z: Tensor) -> Tensor:
+        """The input latent z (..., L) in target units: what the next frame is if nothing changes."""
+        return (z - self.center) / self.scale if self.target == "frame" else torch.zeros_like(z)
 
     def _origin(self, z: Tensor) -> Tensor:
         """What the normalised target is measured from: the input latent z (..., L), or the running mean frame."""
@@ -160,7 +178,7 @@ class FlowHead(Head):
         flat = h.reshape(-1, h.shape[-1])
         x0 = torch.zeros(flat.shape[0], self.latent_dim, device=h.device, dtype=h.dtype)
         x1 = self.velocity(x0, torch.zeros(flat.shape[0], device=h.device, dtype=h.dtype), flat,
-                           z=z.reshape(-1, z.shape[-1]))
+                           z=z.reshape(-1, z.shape[-1]))  # copy_skip: x1_hat itself (1 - t = 1)
         return self._origin(z) + (x1 * self.scale).view(z.shape)
 
     def sample(self, h: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -177,10 +195,13 @@ class FlowHead(Head):
         x = noise * self.temperature
         # the conditioning of every step in one pass: the loop below runs only the MLP
         all_steps = self.step_modulations(flat, flat_z)
+        copy = self.copy(flat_z) if self.copy_skip else None
         if self._fused_ok(x, all_steps):
-            return self._integrate_fused(x, all_steps)
+            return self._integrate_fused(x, all_steps, copy)
         for i in range(self.steps):
-            x = x + self.velocity(x, modulations=[m[i] for m in all_steps]) / self.steps
+            out = self.network(x, [m[i] for m in all_steps])
+            # copy_skip: v = (x1_hat - x) / (1 - t_i), and dt (1 / steps) over 1 - i / steps is 1 / (steps - i)
+            x = x + out / self.steps if copy is None else x + (copy + out - x) / (self.steps - i)
         return x
 
     def _fused_ok(self, x: Tensor, all_steps: list[Tensor]) -> bool:
@@ -190,11 +211,11 @@ class FlowHead(Head):
                     and all(t.dtype == torch.float32 for t in (x, self.input.weight, *all_steps)))
         return eligible and flow_euler_cpu.enabled() and flow_euler_cpu.kernel() is not None
 
-    def _integrate_fused(self, x: Tensor, all_steps: list[Tensor]) -> Tensor:
+    def _integrate_fused(self, x: Tensor, all_steps: list[Tensor], copy: Tensor | None = None) -> Tensor:
         """``_integrate``'s Euler loop in one C++ call (``ops/flow_euler_cpu``), from the same modulations."""
         block_mod = torch.stack(all_steps[:-1], dim=1)  # (steps, depth, N, 3W)
         return flow_euler_cpu.flow_euler(x, self.input.weight, self.input.bias, *self._stacked_mlps(), block_mod,
-                                         self.out.weight, self.out.bias, all_steps[-1])
+                                         self.out.weight, self.out.bias, all_steps[-1], copy)
 
     def _stacked_mlps(self) -> tuple[Tensor, ...]:
         """The blocks' MLP weights stacked (depth, ...) for the kernel; rebuilt when a weight changes (its version

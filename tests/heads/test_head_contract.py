@@ -61,10 +61,10 @@ def test_sample_shapes_and_seeded_determinism(name):
         torch.testing.assert_close(draw(0), head.mean(h, z), rtol=0, atol=0)
 
 
-def fit_bimodal(name: str, steps: int = 400, target: str = "change") -> torch.nn.Module:
+def fit_bimodal(name: str, steps: int = 400, target: str = "change", **flow_options) -> torch.nn.Module:
     """Train a head where the next latent is z + 1 or z - 1 (``target="frame"``: +1 or -1, whatever z) with equal
     chance, whatever the condition."""
-    options = {"width": 64, "depth": 2, "steps": 16, "target": target} if name == "flow" else {}
+    options = {"width": 64, "depth": 2, "steps": 16, "target": target, **flow_options} if name == "flow" else {}
     head = make(name, **options).train()
     optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
@@ -89,6 +89,27 @@ def test_flow_head_draws_both_modes_where_the_regressor_gives_their_mean():
     share_positive = (drawn > 0).float().mean()
     assert 0.3 < share_positive < 0.7  # ...both of them
     assert mean.abs().mean() < 0.3  # and its mean estimate is their mean
+
+
+@pytest.mark.parametrize("target", ["change", "frame"])
+def test_a_copy_skip_head_starts_as_copy_last_and_still_learns_both_modes(target):
+    """x-prediction from the input's copy: untrained, every draw is the frame it read, at any temperature; trained
+    on z +- 1 it draws both modes, as the velocity-predicting head does."""
+    head = make("flow", target=target, copy_skip=True).train()
+    z = torch.randn(6, 3, LATENT) * 2 + 1
+    head.loss(torch.randn(6, 3, D), z, z + torch.randn_like(z))  # the running centre and scale move off 0 and 1
+    head.eval()
+    with torch.no_grad():
+        for temperature in (1.0, 3.0):
+            head.temperature = temperature
+            drawn = head.sample(torch.randn(6, 3, D), z, torch.Generator().manual_seed(0))
+            torch.testing.assert_close(drawn, z, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(head.mean(torch.randn(6, 3, D), z), z, rtol=1e-5, atol=1e-5)
+    flow = fit_bimodal("flow", target=target, copy_skip=True)
+    h, z = torch.randn(512, D), torch.zeros(512, LATENT)
+    with torch.no_grad():
+        drawn = flow.sample(h, z, torch.Generator().manual_seed(0))
+    assert (drawn.abs() - 1).abs().mean() < 0.25 and 0.3 < (drawn > 0).float().mean() < 0.7
 
 
 def test_flow_head_frame_target_draws_the_frame_whatever_the_input_latent():
@@ -154,7 +175,9 @@ def test_a_blown_up_input_latent_cannot_blow_up_the_heads_condition():
 
 HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
                 "flow-frame": {"width": 16, "depth": 1, "steps": 2, "target": "frame"},
-                "flow-input": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True}}
+                "flow-input": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True},
+                "flow-copy": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True,
+                              "copy_skip": True}}
 
 
 @pytest.mark.parametrize("head", sorted(HEAD_OPTIONS))

@@ -4,7 +4,8 @@
 //   x0: (N, L) start noise (temperature applied)      w_in: (W, L)  b_in: (W)
 //   w1, w2: (depth, W, W)  b1, b2: (depth, W)         block_mod: (steps, depth, N, 3W)  (shift | scale | gate)
 //   w_out: (L, W)  b_out: (L)                         out_mod: (steps, N, 2W)           (shift | scale)
-//   -> x1: (N, L) = x0 + sum_i v(x_i, t_i) / steps
+//   copy: (N, L), or empty    -> x1: (N, L) = x0 + sum_i v(x_i, t_i) / steps, where v is the MLP's output, or
+//   with a copy (x-prediction) v = (copy + output - x_i) / (1 - t_i)
 // The LayerNorms have no affine parameters and eps 1e-5 (nn.LayerNorm's default), as in the PyTorch head.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -46,8 +47,8 @@ inline float silu(float v) { return v / (1.f + std::exp(-v)); }
 
 torch::Tensor flow_euler(torch::Tensor x0, torch::Tensor w_in, torch::Tensor b_in, torch::Tensor w1,
                          torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, torch::Tensor block_mod,
-                         torch::Tensor w_out, torch::Tensor b_out, torch::Tensor out_mod) {
-  for (const auto& t : {x0, w_in, b_in, w1, b1, w2, b2, block_mod, w_out, b_out, out_mod}) {
+                         torch::Tensor w_out, torch::Tensor b_out, torch::Tensor out_mod, torch::Tensor copy) {
+  for (const auto& t : {x0, w_in, b_in, w1, b1, w2, b2, block_mod, w_out, b_out, out_mod, copy}) {
     TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(),
                 "flow_euler: every input must be a contiguous float32 CPU tensor");
   }
@@ -60,12 +61,14 @@ torch::Tensor flow_euler(torch::Tensor x0, torch::Tensor w_in, torch::Tensor b_i
   TORCH_CHECK(block_mod.size(0) == steps && block_mod.size(1) == depth && block_mod.size(2) == N &&
               block_mod.size(3) == 3 * W && out_mod.size(1) == N && out_mod.size(2) == 2 * W,
               "flow_euler: modulation shapes do not match the weights");
+  const bool skip = copy.numel() > 0;  // copy_skip: the MLP gives x1_hat - copy, not the velocity
+  TORCH_CHECK(!skip || copy.sizes() == x0.sizes(), "flow_euler: copy must be (N, L) like x0, or empty");
   auto x1 = x0.clone();
   float* xs = x1.data_ptr<float>();
   const float *Win = w_in.data_ptr<float>(), *Bin = b_in.data_ptr<float>(), *W1 = w1.data_ptr<float>(),
               *B1 = b1.data_ptr<float>(), *W2 = w2.data_ptr<float>(), *B2 = b2.data_ptr<float>(),
               *Wout = w_out.data_ptr<float>(), *Bout = b_out.data_ptr<float>(), *BM = block_mod.data_ptr<float>(),
-              *OM = out_mod.data_ptr<float>();
+              *OM = out_mod.data_ptr<float>(), *C = skip ? copy.data_ptr<float>() : nullptr;
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> h(W), normed(W), hidden(W), mlp(W), v(L);
     for (int64_t n = begin; n < end; ++n) {
@@ -85,8 +88,14 @@ torch::Tensor flow_euler(torch::Tensor x0, torch::Tensor w_in, torch::Tensor b_i
         const float* mod = OM + (i * N + n) * 2 * W;  // shift | scale
         modulated_norm(normed.data(), h.data(), mod, mod + W, W);
         matvec(v.data(), Wout, Bout, normed.data(), L, W);
+        if (skip) {  // v = (copy + out - x) / (1 - t_i), times dt = 1 / steps: over (steps - i)
+          const float* c = C + n * L;
 #pragma omp simd
-        for (int64_t j = 0; j < L; ++j) x[j] += v[j] / float(steps);  // as the PyTorch head: x + v / steps
+          for (int64_t j = 0; j < L; ++j) x[j] += (c[j] + v[j] - x[j]) / float(steps - i);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < L; ++j) x[j] += v[j] / float(steps);  // as the PyTorch head: x + v / steps
+        }
       }
     }
   });
