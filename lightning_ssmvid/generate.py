@@ -227,29 +227,42 @@ def read_context(path: str | Path, n_context: int, frame_size: int, stride: int 
 
 
 def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, frame_size: int, codec=None,
-                       sidecar: dict | None = None) -> dict[str, dict]:
-    """What three references score on a rollout's own measures, over the real frames after ``context``
+                       sidecar: dict | None = None, model=None, seed: int = 0) -> dict[str, dict]:
+    """What the references score on a rollout's own measures, over the real frames after ``context``
     (K, 3, S, S) uint8, up to ``n_frames`` of them: ``real`` (the video's frames: the metric's ceiling),
     ``codec`` (each real frame encoded and decoded by ``codec``: the ceiling of any model that draws through it),
-    ``copy_last`` (the last context frame held: a frozen rollout). Each holds ``frames`` (how many there were),
+    ``copy_last`` (the last context frame held: a frozen rollout), and with ``model``, ``one_step`` (each real frame
+    drawn by the model from the real frames before it, teacher-forced, draws fixed by ``seed``: what the model loses
+    in one step, before any of its own frames is fed back). Each holds ``frames`` (how many there were),
     the persistence ratios of the bands the video reaches and, with a long-memory ``sidecar``, the scene kept;
     {} when the video ends with the context. Read ``CHUNK`` frames at a time (constant memory)."""
     unit = to_unit(context).cpu()
     names = ("real", "codec", "copy_last") if codec is not None else ("real", "copy_last")
+    names += ("one_step",) if model is not None else ()
     persistence = {name: RolloutPersistence(unit, rollout_bands(n_frames)) for name in names}
     start = len(context) * stride
     scene = {name: SceneKept(sidecar, start, scene_bands(n_frames)) for name in names} if sidecar else {}
     seen, last = 0, unit[-1]
     device = next(codec.parameters()).device if codec is not None else None
+    if model is not None:  # the context's last draw is the first real frame's; each chunk's last, the next chunk's
+        generator = model.sampling_generator(seed)
+        with torch.no_grad():
+            drawn, state = model.predict_latents(model.codec.encode(unit[None].to(model.device)), None, generator)
+        pending = drawn[:, -1:]
     real = iter_real_frames(reader, start, stride, frame_size)
     while seen < n_frames:
         chunk = [to_unit(frame) for _, frame in zip(range(min(CHUNK, n_frames - seen)), real)]
         if not chunk:
             break
         frames = {"real": torch.stack(chunk), "copy_last": last.expand(len(chunk), *last.shape)}
-        if codec is not None:
-            with torch.no_grad():
+        with torch.no_grad():
+            if codec is not None:
                 frames["codec"] = torch.sigmoid(codec.decode(codec.encode(frames["real"].to(device)))).float().cpu()
+            if model is not None:
+                drawn, state = model.predict_latents(model.codec.encode(frames["real"][None].to(model.device)),
+                                                     state, generator)
+                latents, pending = torch.cat([pending, drawn[:, :-1]], 1), drawn[:, -1:]
+                frames["one_step"] = torch.sigmoid(model.codec.decode(latents[0])).float().cpu()
         for name in names:
             for frame in frames[name]:
                 persistence[name].update(frame)
@@ -266,7 +279,8 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
 
 
 REFERENCE_NAMES = {"real": "the real video", "codec": "the codec's reconstruction of it",
-                   "copy_last": "the last context frame held (copy-last)"}
+                   "copy_last": "the last context frame held (copy-last)",
+                   "one_step": "the model's one-step draws of it (teacher-forced)"}
 
 
 def long_memory_sidecar(video: Path) -> dict | None:
@@ -304,7 +318,8 @@ def run(cfg: DictConfig) -> dict:
                                          / f"{source.stem}_{cfg.frames}f{'_sbs' if cfg.side_by_side else ''}.mp4")
     result = generate_video(model, context, cfg.frames, out, real=real, fps=fps,
                             progress=cfg.progress, seed=cfg.seed, decode_chunk=cfg.decode_chunk, scene=scene)
-    references = reference_rollouts(reader, context, cfg.frames, stride, frame_size, model.codec, sidecar)
+    references = reference_rollouts(reader, context, cfg.frames, stride, frame_size, model.codec, sidecar, model,
+                                    cfg.seed)
     if references:
         result["references"] = references
     write_json_atomic(out.with_suffix(".json"), {**result, "ckpt": str(cfg.ckpt_path), "context": cfg.context,

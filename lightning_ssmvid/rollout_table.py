@@ -10,10 +10,12 @@ kept in ``<out>/rollouts.json``. The table gives per setting and band the mean o
 the 95% t interval over runs (seeds): the persistence ratios (foreground, motion) and, on long-memory clips, the
 scene kept (occluder, object colours), plus the rollouts that keep their objects and their motion in every band
 (foreground 0.5-2x and motion >= 0.3x the context's: issue 14's smoke target) and those whose last band keeps the
-occluder (>= 0.8). The last rows score three references over the real frames after the context the same way (mean ±
+occluder (>= 0.8). The last rows score references over the real frames after the context the same way (mean ±
 95% t over the clips; "–" where the clips end before the band does): the real video (what a model that kept
 everything exactly would get), the codec's reconstruction of it (the most any model drawing through that codec can
-get) and the last context frame held (copy-last: a frozen rollout, which keeps the scene but not the motion). A
+get), the last context frame held (copy-last: a frozen rollout, which keeps the scene but not the motion) and the
+model's one-step draws of the real frames (teacher-forced, under the first setting; over every run's clips): what
+a model loses before it reads any frame of its own, which tells a one-step failure from drift in the rollout. A
 rollout that goes NaN or inf is counted in the last column (from its first such frame) and its frames from there on
 are not scored.
 """

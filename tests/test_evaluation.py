@@ -129,7 +129,7 @@ def test_generate_scores_the_scene_of_a_long_memory_clip_and_reencode_is_a_setti
                                     "colours_kept_h17-20"}
     assert all(0.0 <= v <= 1.0 or v != v for v in result["scene"].values())
     references = result["references"]  # the same measures' ceilings (real, codec) and frozen baseline (copy-last)
-    assert set(references) == {"real", "codec", "copy_last"}
+    assert set(references) == {"real", "codec", "copy_last", "one_step"}
     assert all(set(figures) >= set(result["scene"]) for figures in references.values())
     # read through decord at the model's frame size, then scored at the clip's: an object of a few pixels may miss
     assert references["real"]["occluder_kept_h1-16"] > 0.99 and references["real"]["colours_kept_h1-16"] > 0.9
@@ -141,6 +141,32 @@ def test_generate_scores_the_scene_of_a_long_memory_clip_and_reencode_is_a_setti
     model.rollout_reencode = True
     assert torch.equal(model.generate(context, 6), model.generate(context, 6, reencode=True))
     assert not torch.equal(model.generate(context, 6), model.generate(context, 6, reencode=False))
+
+
+def test_one_step_reference_is_the_teacher_forced_draw_of_each_real_frame(trained_run, monkeypatch):
+    """Scored a chunk at a time with the core state carried, the one-step reference equals one teacher-forced pass
+    over the whole clip (each real frame drawn from the real frames before it), and it is not the real video."""
+    from lightning_ssmvid import generate
+    from lightning_ssmvid.metrics.scene import SceneKept, scene_bands
+
+    model = load_model(str(trained_run / "checkpoints" / "last.ckpt"))
+    data = model.run_config["data"]
+    video = generate.dataset_video(data, "val", 0)
+    sidecar, size, k, n = generate.long_memory_sidecar(video), data["frame_size"], 4, 20
+    reader, context = generate.read_context(video, k, size)
+    monkeypatch.setattr(generate, "CHUNK", 7)  # 20 frames in 3 chunks
+    one_step = generate.reference_rollouts(reader, context, n, 1, size, model.codec, sidecar, model)["one_step"]
+    _, frames = generate.read_context(video, k + n, size)
+    with torch.no_grad():
+        z_hat, _ = model.predict_latents(model.codec.encode(frames.float()[None] / 255))
+        drawn = torch.sigmoid(model.codec.decode(z_hat[0, k - 1 : -1]))
+    by_hand = SceneKept(sidecar, k, scene_bands(n))
+    for frame in drawn:
+        by_hand.update(frame)
+    for key, value in by_hand.summary().items():
+        assert one_step[key] == pytest.approx(value, abs=1e-6), key
+    assert one_step["frames"] == n and one_step != generate.reference_rollouts(
+        reader, context, n, 1, size, model.codec, sidecar)["real"]
 
 
 class OracleModel:

@@ -70,7 +70,7 @@ def test_cli_writes_context_plus_generated_frames(smoke_ckpt):
     assert record["sampling"] == {"rollout_noise": 0.0, "reencode": False, "temperature": 0.9, "steps": 4}
     assert [frames for frames, _ in record["rss_curve"]] == [300]
     assert "scene" not in record  # bouncing squares have no long-memory sidecar
-    assert set(record["references"]) == {"real", "codec", "copy_last"}  # the same measures' references
+    assert set(record["references"]) == {"real", "codec", "copy_last", "one_step"}  # the same measures' references
     real = record["references"]["real"]  # the metric's ceiling: the real video's frames after the context
     assert real["frames"] == 48 - CONTEXT and set(real) >= {"foreground_ratio_h1-16", "motion_ratio_h17-32"}
     assert "foreground_ratio_h129-300" not in real  # the real video ends before that band
@@ -175,13 +175,14 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
     assert [(r["setting"], r["video"]) for r in rows] == [("temperature=1", 0), ("temperature=1", 1),
                                                          ("temperature=0 steps=2", 0), ("temperature=0 steps=2", 1)]
     table = (tmp_path / "rollouts.md").read_text().splitlines()
-    assert len(table) == 9 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
+    assert len(table) == 10 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
     assert table[2].endswith("| objects kept (0.5-2.0x) and moving (>= 0.3x) in every band | occluder kept (>= 0.8) "
                              "in the last band | diverged (NaN/inf) |") and table[4].endswith("| 0 of 2 |")
     assert table[6].split(" | ")[-3] == "2 of 2"  # the real video keeps its objects and their motion
     assert table[6].startswith("| the real video | – |") and rows[0]["references"]["real"]["frames"] == 20
     assert table[7].startswith("| the codec's reconstruction of it | – |")
     assert table[8].startswith("| the last context frame held (copy-last) | – |")
+    assert table[9].startswith("| the model's one-step draws of it (teacher-forced) | – |")
     assert not (tmp_path / "last.mp4").exists()
 
 
