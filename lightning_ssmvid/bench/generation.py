@@ -107,9 +107,11 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--head", default="mse", help=argparse.SUPPRESS)
     parser.add_argument("--decode-chunk", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--override", action="append", default=[], help=argparse.SUPPRESS)  # e.g. head.width=256
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.frames, args.every, head=args.head, decode_chunk=args.decode_chunk)))
+        print(json.dumps(measure(args.one, args.frames, args.every, head=args.head, overrides=tuple(args.override),
+                                 decode_chunk=args.decode_chunk)))
         return
     write_reports(run(args.quick), args.out)
 
