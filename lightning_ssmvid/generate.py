@@ -256,11 +256,12 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
             break
         frames = {"real": torch.stack(chunk), "copy_last": last.expand(len(chunk), *last.shape)}
         with torch.no_grad():
+            encoded = codec.encode(frames["real"].to(device)) if codec is not None else None
             if codec is not None:
-                frames["codec"] = torch.sigmoid(codec.decode(codec.encode(frames["real"].to(device)))).float().cpu()
-            if model is not None:
-                drawn, state = model.predict_latents(model.codec.encode(frames["real"][None].to(model.device)),
-                                                     state, generator)
+                frames["codec"] = torch.sigmoid(codec.decode(encoded)).float().cpu()
+            if model is not None:  # the model's own codec is usually ``codec``: its latents are encoded once
+                z = encoded if codec is model.codec else model.codec.encode(frames["real"].to(model.device))
+                drawn, state = model.predict_latents(z[None], state, generator)
                 latents, pending = torch.cat([pending, drawn[:, :-1]], 1), drawn[:, -1:]
                 frames["one_step"] = torch.sigmoid(model.codec.decode(latents[0])).float().cpu()
         for name in names:
