@@ -38,6 +38,8 @@ class VideoModel(L.LightningModule):
     ``own_input_rate > 0`` (scheduled sampling, in parallel): a no-grad first pass draws the model's own prediction of
     every frame, and that share of the input frames (after the first) is replaced by it before the training pass,
     whose targets stay the real next frames, so the model learns to correct its own one-step errors.
+    ``own_input_flag`` tells the core which inputs are its own draws (a learned vector added to their embedding; every
+    generated frame carries it), so it can keep what it read from real frames when its own draws contradict them.
     ``rollout_loss_steps = n > 0`` (a short self-rollout loss, as autoregressive fine-tuning of weather models): each
     training clip's last ``n`` inputs are also fed as the model's own predictions in step mode from the state before
     them, and the head's loss against the real frames (and the pixel loss) over those ``n`` steps is added with
@@ -78,6 +80,7 @@ class VideoModel(L.LightningModule):
         foreground_weight: float = 0.0,
         foreground_symmetric: bool = False,
         own_input_rate: float = 0.0,
+        own_input_flag: bool = False,
         rollout_loss_steps: int = 0,
         rollout_loss_weight: float = 1.0,
     ):
@@ -93,6 +96,9 @@ class VideoModel(L.LightningModule):
         if not 0.0 <= own_input_rate < 1.0:
             raise UserError(f"model.own_input_rate={own_input_rate}: must be in [0, 1)")
         self.own_input_rate = own_input_rate  # scheduled sampling: inputs replaced by the model's own draws
+        if own_input_flag and not (own_input_rate > 0 or rollout_loss_steps):
+            raise UserError("model.own_input_flag=true marks own inputs, and training has none: set "
+                            "model.own_input_rate > 0 or model.rollout_loss_steps > 0")
         if not isinstance(rollout_loss_steps, int) or rollout_loss_steps < 0:
             raise UserError(f"model.rollout_loss_steps={rollout_loss_steps}: must be an integer >= 0")
         self.rollout_loss_steps, self.rollout_loss_weight = rollout_loss_steps, rollout_loss_weight
@@ -112,6 +118,8 @@ class VideoModel(L.LightningModule):
         if self.noise_embed is not None:
             nn.init.zeros_(self.noise_embed.weight)
             nn.init.zeros_(self.noise_embed.bias)
+        # told own inputs (own_input_flag): zero at init, so the flag starts as a no-op
+        self.own_embed = nn.Parameter(torch.zeros(d_model)) if own_input_flag else None
         self.cue_weight = cue_weight
         self.cue_head = nn.Linear(d_model, cue_classes) if cue_weight > 0 else None
         if freeze_codec:  # two-stage: the shared stage-1 codec stays exactly as trained
@@ -151,13 +159,16 @@ class VideoModel(L.LightningModule):
         pick = lambda x: torch.gather(x, 1, at[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
         return self.head.sample(pick(h), pick(z), generator), h, state
 
-    def embed(self, z: Tensor, noise_level: Tensor | float = 0.0) -> Tensor:
-        """Latents (..., latent) with their corruption level (a float or (...,)) -> core inputs (..., d_model)."""
+    def embed(self, z: Tensor, noise_level: Tensor | float = 0.0, own: Tensor | float = 0.0) -> Tensor:
+        """Latents (..., latent) with their corruption level and whether each is the model's own draw (floats or
+        (...,)) -> core inputs (..., d_model)."""
         u = self.in_proj(self.in_norm(z))
-        if self.noise_embed is None:
-            return u
-        level = torch.as_tensor(noise_level, dtype=u.dtype, device=u.device).expand(u.shape[:-1])
-        return u + self.noise_embed(level[..., None])
+        if self.noise_embed is not None:
+            level = torch.as_tensor(noise_level, dtype=u.dtype, device=u.device).expand(u.shape[:-1])
+            u = u + self.noise_embed(level[..., None])
+        if self.own_embed is not None:
+            u = u + torch.as_tensor(own, dtype=u.dtype, device=u.device).expand(u.shape[:-1])[..., None] * self.own_embed
+        return u
 
     def corrupt(self, z: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Training inputs: z (B, T, L) plus Gaussian noise of a level ~ U(0, context_noise) per frame, in units of
@@ -179,8 +190,9 @@ class VideoModel(L.LightningModule):
         weight = weight / weight.sum().clamp_min(1)  # an all-invalid (padding) batch gives a zero loss, graph intact
         mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
         z_in, level = self.corrupt(z, generator) if self.training and self.context_noise > 0 else (z, 0.0)
+        own = 0.0
         if self.training and self.own_input_rate > 0:
-            z_in = self.with_own_inputs(z_in, level, state, generator)
+            z_in, own = self.with_own_inputs(z_in, level, state, generator)
         n_own = self.rollout_loss_steps if self.training else 0
         if n_own and z.shape[1] < n_own + 2:  # a prefix of >= 1 real frame, then n own inputs with real targets
             if not self._warned_short_rollout_loss:
@@ -191,11 +203,13 @@ class VideoModel(L.LightningModule):
         if n_own:  # the same pass in two parts, so the rollout starts from the state before the clip's last n+1 frames
             prefix = z.shape[1] - n_own - 1
             part = lambda lv, sl: lv[:, sl] if torch.is_tensor(lv) else lv  # noqa: E731
-            h_prefix, rollout_state = self.core(self.embed(z_in[:, :prefix], part(level, slice(None, prefix))), state)
-            h_rest, state = self.core(self.embed(z_in[:, prefix:], part(level, slice(prefix, None))), rollout_state)
+            h_prefix, rollout_state = self.core(self.embed(z_in[:, :prefix], part(level, slice(None, prefix)),
+                                                           part(own, slice(None, prefix))), state)
+            h_rest, state = self.core(self.embed(z_in[:, prefix:], part(level, slice(prefix, None)),
+                                                 part(own, slice(prefix, None))), rollout_state)
             h = torch.cat([h_prefix, h_rest], dim=1)
         else:
-            h, state = self.core(self.embed(z_in, level), state)
+            h, state = self.core(self.embed(z_in, level, own), state)
         head_loss = (self.head.loss(h[:, :-1], z_in[:, :-1], z[:, 1:], generator) * weight).sum()
         out = {self.head.loss_name: head_loss, "loss": self.latent_weight * head_loss}
         if n_own:
@@ -234,7 +248,7 @@ class VideoModel(L.LightningModule):
         for i in range(z_targets.shape[1]):
             z_own = (self.head.sample(h, z_prev, generator).detach() if self.head.stochastic
                      else self.head.mean(h, z_prev))  # a draw is not differentiable: the chain runs through the state
-            h, state = self.core.step(self.embed(z_own, self.rollout_noise), state)
+            h, state = self.core.step(self.embed(z_own, self.rollout_noise, own=1.0), state)
             losses.append(self.head.loss(h[:, None], z_own[:, None], z_targets[:, i : i + 1], generator))
             means.append(self.head.mean(h, z_own))
             z_prev = z_own
@@ -245,13 +259,14 @@ class VideoModel(L.LightningModule):
 
     @torch.no_grad()
     def with_own_inputs(self, z_in: Tensor, level: Tensor | float, state: State | None,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """z_in (B, T, L) with a share ``own_input_rate`` of frames 1..T-1 replaced by the model's draw of that frame
-        from the frames before it (one parallel pass; the first frame is always real)."""
+        from the frames before it (one parallel pass; the first frame is always real); and which were (B, T) 0/1."""
         h, _ = self.core(self.embed(z_in, level), state)
         own = self.head.sample(h[:, :-1], z_in[:, :-1], generator)  # own[:, t] predicts z_in[:, t + 1]
         pick = torch.rand(own.shape[:2], device=own.device, generator=generator) < self.own_input_rate
-        return torch.cat([z_in[:, :1], torch.where(pick[..., None], own.to(z_in.dtype), z_in[:, 1:])], dim=1)
+        mixed = torch.cat([z_in[:, :1], torch.where(pick[..., None], own.to(z_in.dtype), z_in[:, 1:])], dim=1)
+        return mixed, torch.cat([torch.zeros_like(pick[:, :1]), pick], dim=1).to(z_in.dtype)
 
     def cue_loss(self, h: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
         """Cross-entropy of the cue colour at every labelled frame; h (B, T, D), labels (B, T) (-1: none), weight (B,)
@@ -382,7 +397,7 @@ class VideoModel(L.LightningModule):
             if i + 1 == n_steps:
                 return
             z_in = self.codec.encode(torch.sigmoid(self.codec.decode(z_next))) if reencode else z_next
-            h, state = self.core.step(self.embed(z_in, self.rollout_noise), state)
+            h, state = self.core.step(self.embed(z_in, self.rollout_noise, own=1.0), state)
             z_next = self.head.sample(h, z_in, generator)
 
     @torch.no_grad()

@@ -156,13 +156,14 @@ def test_own_inputs_replace_a_share_of_frames_with_the_models_one_step_predictio
     model = make_model()
     model.own_input_rate = 0.5
     z = torch.randn(3, 40, 8)
-    mixed = model.with_own_inputs(z, 0.0, None, torch.Generator().manual_seed(0))
+    mixed, marked = model.with_own_inputs(z, 0.0, None, torch.Generator().manual_seed(0))
     with torch.no_grad():
         own = model.predict_latents(z)[0][:, :-1]  # the mse head's prediction of frames 1..T-1
     assert torch.equal(mixed[:, 0], z[:, 0])
     is_real = (mixed[:, 1:] == z[:, 1:]).all(-1)
     is_own = torch.isclose(mixed[:, 1:], own, rtol=1e-5, atol=1e-6).all(-1)
     assert (is_real | is_own).all() and 0.3 < is_own.float().mean() < 0.7
+    assert marked[:, 0].eq(0).all() and torch.equal(marked[:, 1:].bool(), ~is_real)  # which inputs are own draws
     batch = {"latents": z}
     model.train()
     trained = model.losses(batch, generator=torch.Generator().manual_seed(0))[0]["loss"]
@@ -172,6 +173,36 @@ def test_own_inputs_replace_a_share_of_frames_with_the_models_one_step_predictio
     with pytest.raises(Exception, match="own_input_rate=1.0"):
         VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
                    optimizer=torch.optim.SGD, own_input_rate=1.0)
+
+
+def test_the_own_input_flag_marks_exactly_the_own_draws_in_training_and_every_generated_frame():
+    torch.manual_seed(0)
+    model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                       optimizer=torch.optim.SGD, own_input_rate=0.5, own_input_flag=True).train()
+    torch.nn.init.normal_(model.head.proj.weight, std=0.1)
+    assert model.own_embed.abs().sum() == 0  # a no-op at init: the flagged model starts as the unflagged one
+    with torch.no_grad():
+        model.own_embed.normal_()
+    z = torch.randn(2, 12, 8)
+    seen = []
+    real_core = model.core.forward
+    model.core.forward = lambda u, state=None: (seen.append(u.detach()), real_core(u, state))[1]
+    model.losses({"latents": z}, generator=torch.Generator().manual_seed(0))
+    first, second = seen  # the no-grad pass reads real frames; the training pass, the mixed ones
+    mixed, marked = model.with_own_inputs(z, 0.0, None, torch.Generator().manual_seed(0))  # the same draws and picks
+    torch.testing.assert_close(first, model.in_proj(z))
+    torch.testing.assert_close(second, model.in_proj(mixed) + marked[..., None] * model.own_embed)
+    model.eval()  # generation: the context is real (no flag), every fed-back frame is own (flagged)
+    context = torch.rand(1, 3, 3, 16, 16)
+    flagged = torch.stack(list(model.rollout(context, n_frames=3)), 1)
+    with torch.no_grad():
+        model.own_embed.zero_()
+    unflagged = torch.stack(list(model.rollout(context, n_frames=3)), 1)
+    torch.testing.assert_close(flagged[:, 0], unflagged[:, 0])  # the first frame follows the real context only
+    assert not torch.allclose(flagged[:, 1:], unflagged[:, 1:])
+    with pytest.raises(Exception, match="own_input_flag=true"):
+        VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                   optimizer=torch.optim.SGD, own_input_flag=True)
 
 
 def test_the_self_rollout_loss_feeds_the_models_own_predictions_and_keeps_the_teacher_forced_loss():

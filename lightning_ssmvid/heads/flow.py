@@ -14,6 +14,11 @@ latents blow up cannot feed the blow-up back through the head: unclipped, a smok
 sampling integrates ``dx/dt = v`` from noise with ``steps`` Euler steps. ``mean`` is one step from ``t = 0`` (the
 optimal ``v(x0, 0)`` is ``E[x1] - x0``).
 
+With ``input_skip`` (which needs ``condition_on_input``) that normalised, soft-clipped input latent also enters the
+MLP's first layer beside ``x_t`` (as GameNGen concatenates past frames to the noisy frame), a linear path by which the
+head can redraw the frame it read, bounded by the clip, where through AdaLN alone it must pass every latent dim as a
+modulation.
+
 With ``copy_skip`` the MLP predicts the clean target instead of the velocity (x-prediction, as in "Back to Basics:
 Let Denoising Generative Models Denoise", Li & He 2025), as the input latent in target units plus the MLP's
 residual, ``x1_hat = copy(z) + MLP``, and the velocity is ``(x1_hat - x_t) / (1 - t)``: an untrained head then draws
@@ -70,12 +75,14 @@ class FlowHead(Head):
     def __init__(self, latent_dim: int, d_model: int, width: int = 256, depth: int = 3, steps: int = 8,
                  samples_per_frame: int = 4, temperature: float = 1.0, scale_momentum: float = 0.01,
                  target: str = "change", condition_on_input: bool = False, input_clip: float = 3.0,
-                 copy_skip: bool = False):
+                 copy_skip: bool = False, input_skip: bool = False):
         super().__init__(latent_dim, d_model)
         if target not in TARGETS:
             raise ValueError(f"head.target must be one of {TARGETS}, got {target!r}")
         if not input_clip > 0:
             raise ValueError(f"head.input_clip must be > 0 (RMS units of the input latent), got {input_clip!r}")
+        if input_skip and not condition_on_input:
+            raise ValueError("head.input_skip=true feeds the normalised input latent of head.condition_on_input: set it")
         self.target, self.input_clip, self.copy_skip = target, float(input_clip), bool(copy_skip)
         self.width, self.steps, self.samples_per_frame = width, steps, samples_per_frame
         self.temperature, self.scale_momentum = temperature, scale_momentum
@@ -83,6 +90,7 @@ class FlowHead(Head):
         self.condition = nn.Linear(d_model, width)
         # None when off, so checkpoints saved before the option load unchanged
         self.input_condition = nn.Linear(latent_dim, width) if condition_on_input else None
+        self.input_skip = nn.Linear(latent_dim, width, bias=False) if input_skip else None
         if condition_on_input:  # running per-dim mean and RMS of the input latent, for its bounded normalisation
             self.register_buffer("input_center", torch.zeros(latent_dim))
             self.register_buffer("input_scale", torch.ones(latent_dim))
@@ -99,13 +107,22 @@ class FlowHead(Head):
             self.register_buffer("center", torch.zeros(latent_dim))  # running mean of z_next per dim
         self.register_buffer("scale_seen", torch.zeros((), dtype=torch.bool))
 
+    def _bounded_input(self, z: Tensor) -> Tensor:
+        """The input latent z (..., L) normalised and soft-clipped at input_clip RMS: a blown-up input cannot feed back."""
+        u = (z - self.input_center) / self.input_scale
+        return self.input_clip * torch.tanh(u / self.input_clip)
+
     def _condition(self, h: Tensor, z: Tensor | None) -> Tensor:
         """h (..., D) and the input latent z (..., L) -> the time-free condition (..., W)."""
         c = self.condition(h)
-        if self.input_condition is not None:  # soft-clipped at input_clip RMS: a blown-up input cannot feed back
-            u = (z - self.input_center) / self.input_scale
-            c = c + self.input_condition(self.input_clip * torch.tanh(u / self.input_clip))
+        if self.input_condition is not None:
+            c = c + self.input_condition(self._bounded_input(z))
         return c
+
+    def input_bias(self, z: Tensor) -> Tensor | None:
+        """With ``input_skip``: the input latent's term (N, W) in the MLP's first layer (the same at every Euler
+        step), from z (N, L); else None."""
+        return None if self.input_skip is None else self.input_skip(self._bounded_input(z))
 
     def modulations(self, t: Tensor, h: Tensor, z: Tensor | None = None) -> list[Tensor]:
         """t (...,), h (..., D), z (..., L) -> every block's AdaLN modulation (..., 3W), then the output's (..., 2W)."""
@@ -119,10 +136,10 @@ class FlowHead(Head):
         c = self._condition(h, z)[None] + self.time(time_embedding(times, self.width).to(h.dtype))[:, None]
         return [block.modulation(c) for block in self.blocks] + [self.out_modulation(c)]
 
-    def network(self, x_t: Tensor, modulations: list[Tensor]) -> Tensor:
-        """The AdaLN MLP: x_t (N, L) under ``modulations`` -> (N, L), the velocity (or with ``copy_skip`` the clean
-        target's residual over the copy)."""
-        x = self.input(x_t)
+    def network(self, x_t: Tensor, modulations: list[Tensor], input_bias: Tensor | None = None) -> Tensor:
+        """The AdaLN MLP: x_t (N, L) under ``modulations`` (and ``input_bias`` (N, W) added to its first layer) ->
+        (N, L), the velocity (or with ``copy_skip`` the clean target's residual over the copy)."""
+        x = self.input(x_t) if input_bias is None else self.input(x_t) + input_bias
         for block, modulation in zip(self.blocks, modulations):
             x = block(x, modulation)
         shift, scale = modulations[-1].chunk(2, dim=-1)
@@ -130,7 +147,7 @@ class FlowHead(Head):
 
     def velocity(self, x_t: Tensor, t: Tensor, h: Tensor, z: Tensor | None = None) -> Tensor:
         """x_t (N, L) at times t (N,) given h (N, D) and the input latent z (N, L) -> the velocity (N, L)."""
-        out = self.network(x_t, self.modulations(t, h, z))
+        out = self.network(x_t, self.modulations(t, h, z), self.input_bias(z))
         if not self.copy_skip:
             return out
         return (self.copy(z) + out - x_t) / (1 - t[:, None]).clamp_min(TIME_FLOOR)
@@ -196,10 +213,11 @@ class FlowHead(Head):
         # the conditioning of every step in one pass: the loop below runs only the MLP
         all_steps = self.step_modulations(flat, flat_z)
         copy = self.copy(flat_z) if self.copy_skip else None
+        bias = self.input_bias(flat_z)
         if self._fused_ok(x, all_steps):
-            return self._integrate_fused(x, all_steps, copy)
+            return self._integrate_fused(x, all_steps, copy, bias)
         for i in range(self.steps):
-            out = self.network(x, [m[i] for m in all_steps])
+            out = self.network(x, [m[i] for m in all_steps], bias)
             # copy_skip: v = (x1_hat - x) / (1 - t_i), and dt (1 / steps) over 1 - i / steps is 1 / (steps - i)
             x = x + out / self.steps if copy is None else x + (copy + out - x) / (self.steps - i)
         return x
@@ -211,10 +229,12 @@ class FlowHead(Head):
                     and all(t.dtype == torch.float32 for t in (x, self.input.weight, *all_steps)))
         return eligible and flow_euler_cpu.enabled() and flow_euler_cpu.kernel() is not None
 
-    def _integrate_fused(self, x: Tensor, all_steps: list[Tensor], copy: Tensor | None = None) -> Tensor:
+    def _integrate_fused(self, x: Tensor, all_steps: list[Tensor], copy: Tensor | None = None,
+                         input_bias: Tensor | None = None) -> Tensor:
         """``_integrate``'s Euler loop in one C++ call (``ops/flow_euler_cpu``), from the same modulations."""
         block_mod = torch.stack(all_steps[:-1], dim=1)  # (steps, depth, N, 3W)
-        return flow_euler_cpu.flow_euler(x, self.input.weight, self.input.bias, *self._stacked_mlps(), block_mod,
+        first_bias = self.input.bias if input_bias is None else self.input.bias + input_bias  # (W) or per row (N, W)
+        return flow_euler_cpu.flow_euler(x, self.input.weight, first_bias, *self._stacked_mlps(), block_mod,
                                          self.out.weight, self.out.bias, all_steps[-1], copy)
 
     def _stacked_mlps(self) -> tuple[Tensor, ...]:

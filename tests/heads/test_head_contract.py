@@ -129,8 +129,9 @@ def test_flow_head_frame_target_draws_the_frame_whatever_the_input_latent():
 def test_flow_head_conditioned_on_the_input_latent_copies_what_the_core_output_does_not_carry():
     """The next frame is the input latent (a static scene) and the core output is noise: only a head that reads z
     (``condition_on_input``) can redraw the frame; without it every draw is the frames' mean whatever z is."""
-    def fit(on_input: bool) -> torch.nn.Module:
-        head = make("flow", width=64, depth=2, steps=8, target="frame", condition_on_input=on_input).train()
+    def fit(on_input: bool, input_skip: bool = False) -> torch.nn.Module:
+        head = make("flow", width=64, depth=2, steps=8, target="frame", condition_on_input=on_input,
+                    input_skip=input_skip).train()
         optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
         generator = torch.Generator().manual_seed(0)
         for _ in range(300):
@@ -141,15 +142,20 @@ def test_flow_head_conditioned_on_the_input_latent_copies_what_the_core_output_d
             optimizer.step()
         return head.eval()
 
-    reader, blind_head = fit(True), fit(False)
+    reader, skipper, blind_head = fit(True), fit(True, input_skip=True), fit(False)
     h, z = torch.randn(256, D), torch.randn(256, LATENT)
     with torch.no_grad():
         copied = reader.sample(h, z, torch.Generator().manual_seed(0))
+        skipped = skipper.sample(h, z, torch.Generator().manual_seed(0))
         blind = blind_head.sample(h, z, torch.Generator().manual_seed(0))
     assert (copied - z).square().mean() < 0.1  # z has unit variance: the draw is z
+    assert (skipped - z).square().mean() < 0.1  # the input's direct path into the MLP copies it too
     assert (blind - z).square().mean() > 0.8  # a draw independent of z: at least z's variance away
     assert set(make("flow", condition_on_input=True).state_dict()) - set(make("flow").state_dict()) == {
         "input_condition.weight", "input_condition.bias", "input_center", "input_scale"}
+    assert set(skipper.state_dict()) - set(reader.state_dict()) == {"input_skip.weight"}
+    with pytest.raises(ValueError, match="head.input_skip=true"):
+        make("flow", input_skip=True)
 
 
 def test_a_blown_up_input_latent_cannot_blow_up_the_heads_condition():
@@ -177,7 +183,9 @@ HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
                 "flow-frame": {"width": 16, "depth": 1, "steps": 2, "target": "frame"},
                 "flow-input": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True},
                 "flow-copy": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True,
-                              "copy_skip": True}}
+                              "copy_skip": True},
+                "flow-skip": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True,
+                              "input_skip": True}}
 
 
 @pytest.mark.parametrize("head", sorted(HEAD_OPTIONS))

@@ -10,11 +10,11 @@ pytestmark = pytest.mark.skipif(flow_euler_cpu.kernel() is None, reason="no C++ 
 
 
 def trained_like(latent: int = 12, d_model: int = 10, width: int = 16, depth: int = 2, steps: int = 5,
-                 condition_on_input: bool = False, copy_skip: bool = False) -> FlowHead:
+                 condition_on_input: bool = False, copy_skip: bool = False, input_skip: bool = False) -> FlowHead:
     """A head whose zero-initialised modulations and output are randomised (as training leaves them)."""
     torch.manual_seed(0)
     head = FlowHead(latent, d_model, width=width, depth=depth, steps=steps, condition_on_input=condition_on_input,
-                    target="frame" if copy_skip else "change", copy_skip=copy_skip).eval()
+                    target="frame" if copy_skip else "change", copy_skip=copy_skip, input_skip=input_skip).eval()
     with torch.no_grad():
         for p in head.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -24,11 +24,13 @@ def trained_like(latent: int = 12, d_model: int = 10, width: int = 16, depth: in
     return head
 
 
-@pytest.mark.parametrize("rows, depth, steps, on_input, copy_skip", [
-    (1, 2, 5, False, False), (7, 1, 8, False, False), (3, 3, 1, False, False), (7, 2, 4, True, False),
-    (5, 2, 6, True, True), (2, 1, 1, False, True)])
-def test_fused_sampler_matches_the_pytorch_loop(monkeypatch, rows, depth, steps, on_input, copy_skip):
-    head = trained_like(depth=depth, steps=steps, condition_on_input=on_input, copy_skip=copy_skip)
+@pytest.mark.parametrize("rows, depth, steps, on_input, copy_skip, input_skip", [
+    (1, 2, 5, False, False, False), (7, 1, 8, False, False, False), (3, 3, 1, False, False, False),
+    (7, 2, 4, True, False, False), (5, 2, 6, True, True, False), (2, 1, 1, False, True, False),
+    (6, 2, 5, True, False, True), (1, 1, 3, True, False, True)])
+def test_fused_sampler_matches_the_pytorch_loop(monkeypatch, rows, depth, steps, on_input, copy_skip, input_skip):
+    head = trained_like(depth=depth, steps=steps, condition_on_input=on_input, copy_skip=copy_skip,
+                        input_skip=input_skip)
     h, z = torch.randn(rows, 10), torch.randn(rows, 12)
     with torch.no_grad():
         fused = head.sample(h, z, torch.Generator().manual_seed(3))

@@ -1,7 +1,7 @@
 // Fused CPU Euler sampler of the flow head (heads/flow.py): all `steps` Euler steps of dx/dt = v(x, t) for each row,
 // with the AdaLN MLP's per-step modulations computed ahead in PyTorch. At batch 1 a frame's sampling is ~30 small
 // PyTorch ops per step, each dominated by dispatch overhead; here it is one call. Float32, inference only. Shapes:
-//   x0: (N, L) start noise (temperature applied)      w_in: (W, L)  b_in: (W)
+//   x0: (N, L) start noise (temperature applied)      w_in: (W, L)  b_in: (W), or per row (N, W)
 //   w1, w2: (depth, W, W)  b1, b2: (depth, W)         block_mod: (steps, depth, N, 3W)  (shift | scale | gate)
 //   w_out: (L, W)  b_out: (L)                         out_mod: (steps, N, 2W)           (shift | scale)
 //   copy: (N, L), or empty    -> x1: (N, L) = x0 + sum_i v(x_i, t_i) / steps, where v is the MLP's output, or
@@ -53,7 +53,8 @@ torch::Tensor flow_euler(torch::Tensor x0, torch::Tensor w_in, torch::Tensor b_i
                 "flow_euler: every input must be a contiguous float32 CPU tensor");
   }
   const int64_t N = x0.size(0), L = x0.size(1), W = w_in.size(0), depth = w1.size(0), steps = out_mod.size(0);
-  TORCH_CHECK(x0.dim() == 2 && w_in.dim() == 2 && w_in.size(1) == L && b_in.numel() == W && w1.dim() == 3 &&
+  TORCH_CHECK(x0.dim() == 2 && w_in.dim() == 2 && w_in.size(1) == L && (b_in.numel() == W || b_in.numel() == N * W) &&
+              w1.dim() == 3 &&
               w1.size(1) == W && w1.size(2) == W && w2.sizes() == w1.sizes() && b1.dim() == 2 && b1.size(0) == depth &&
               b1.size(1) == W && b2.sizes() == b1.sizes() && w_out.dim() == 2 && w_out.size(0) == L &&
               w_out.size(1) == W && b_out.numel() == L && block_mod.dim() == 4 && out_mod.dim() == 3,
@@ -63,6 +64,7 @@ torch::Tensor flow_euler(torch::Tensor x0, torch::Tensor w_in, torch::Tensor b_i
               "flow_euler: modulation shapes do not match the weights");
   const bool skip = copy.numel() > 0;  // copy_skip: the MLP gives x1_hat - copy, not the velocity
   TORCH_CHECK(!skip || copy.sizes() == x0.sizes(), "flow_euler: copy must be (N, L) like x0, or empty");
+  const int64_t bias_stride = b_in.numel() == W ? 0 : W;  // input_skip: the first layer's bias differs per row
   auto x1 = x0.clone();
   float* xs = x1.data_ptr<float>();
   const float *Win = w_in.data_ptr<float>(), *Bin = b_in.data_ptr<float>(), *W1 = w1.data_ptr<float>(),
@@ -74,7 +76,7 @@ torch::Tensor flow_euler(torch::Tensor x0, torch::Tensor w_in, torch::Tensor b_i
     for (int64_t n = begin; n < end; ++n) {
       float* x = xs + n * L;
       for (int64_t i = 0; i < steps; ++i) {
-        matvec(h.data(), Win, Bin, x, W, L);
+        matvec(h.data(), Win, Bin + n * bias_stride, x, W, L);
         for (int64_t k = 0; k < depth; ++k) {
           const float* mod = BM + ((i * depth + k) * N + n) * 3 * W;  // shift | scale | gate
           modulated_norm(normed.data(), h.data(), mod, mod + W, W);
