@@ -167,7 +167,8 @@ class VideoModel(L.LightningModule):
             level = torch.as_tensor(noise_level, dtype=u.dtype, device=u.device).expand(u.shape[:-1])
             u = u + self.noise_embed(level[..., None])
         if self.own_embed is not None:
-            u = u + torch.as_tensor(own, dtype=u.dtype, device=u.device).expand(u.shape[:-1])[..., None] * self.own_embed
+            own = torch.as_tensor(own, dtype=u.dtype, device=u.device).expand(u.shape[:-1])
+            u = u + own[..., None] * self.own_embed
         return u
 
     def corrupt(self, z: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

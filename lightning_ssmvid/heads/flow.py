@@ -82,7 +82,7 @@ class FlowHead(Head):
         if not input_clip > 0:
             raise ValueError(f"head.input_clip must be > 0 (RMS units of the input latent), got {input_clip!r}")
         if input_skip and not condition_on_input:
-            raise ValueError("head.input_skip=true feeds the normalised input latent of head.condition_on_input: set it")
+            raise ValueError("head.input_skip=true needs head.condition_on_input=true (it normalises the input)")
         self.target, self.input_clip, self.copy_skip = target, float(input_clip), bool(copy_skip)
         self.width, self.steps, self.samples_per_frame = width, steps, samples_per_frame
         self.temperature, self.scale_momentum = temperature, scale_momentum
@@ -108,7 +108,8 @@ class FlowHead(Head):
         self.register_buffer("scale_seen", torch.zeros((), dtype=torch.bool))
 
     def _bounded_input(self, z: Tensor) -> Tensor:
-        """The input latent z (..., L) normalised and soft-clipped at input_clip RMS: a blown-up input cannot feed back."""
+        """The input latent z (..., L) normalised and soft-clipped at input_clip RMS (a blown-up input cannot feed
+        back)."""
         u = (z - self.input_center) / self.input_scale
         return self.input_clip * torch.tanh(u / self.input_clip)
 

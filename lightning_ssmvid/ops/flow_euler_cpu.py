@@ -31,8 +31,9 @@ def kernel():
 
 def flow_euler(x0: Tensor, w_in: Tensor, b_in: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
                block_mod: Tensor, w_out: Tensor, b_out: Tensor, out_mod: Tensor, copy: Tensor | None = None) -> Tensor:
-    """x0 (N, L); the MLP's weights (b_in (W), or (N, W) for an ``input_skip`` head); block_mod (steps, depth, N, 3W), out_mod (steps, N, 2W); ``copy`` (N, L) for a
-    ``copy_skip`` head (its MLP predicts the clean target's residual over it) -> x1 (N, L).
+    """x0 (N, L); the MLP's weights (b_in (W), or (N, W) for an ``input_skip`` head); block_mod (steps, depth, N, 3W),
+    out_mod (steps, N, 2W); ``copy`` (N, L) for a ``copy_skip`` head (its MLP predicts the clean target's residual
+    over it) -> x1 (N, L).
     See ``csrc/flow_euler_cpu.cpp``."""
     copy = x0.new_empty(0) if copy is None else copy
     args = (x0, w_in, b_in, w1, b1, w2, b2, block_mod, w_out, b_out, out_mod, copy)
