@@ -38,6 +38,8 @@ class VideoModel(L.LightningModule):
     ``own_input_rate > 0`` (scheduled sampling, in parallel): a no-grad first pass draws the model's own prediction of
     every frame, and that share of the input frames (after the first) is replaced by it before the training pass,
     whose targets stay the real next frames, so the model learns to correct its own one-step errors.
+    ``own_input_from_epoch = E`` trains teacher-forced for the first E epochs and with own inputs after (the curriculum
+    of scheduled sampling): the memory is learned on real frames first, which own inputs from the start delay.
     ``own_input_flag`` tells the core which inputs are its own draws (a learned vector added to their embedding; every
     generated frame carries it), so it can keep what it read from real frames when its own draws contradict them.
     ``rollout_loss_steps = n > 0`` (a short self-rollout loss, as autoregressive fine-tuning of weather models): each
@@ -81,6 +83,7 @@ class VideoModel(L.LightningModule):
         foreground_symmetric: bool = False,
         own_input_rate: float = 0.0,
         own_input_flag: bool = False,
+        own_input_from_epoch: int = 0,
         rollout_loss_steps: int = 0,
         rollout_loss_weight: float = 1.0,
     ):
@@ -96,6 +99,9 @@ class VideoModel(L.LightningModule):
         if not 0.0 <= own_input_rate < 1.0:
             raise UserError(f"model.own_input_rate={own_input_rate}: must be in [0, 1)")
         self.own_input_rate = own_input_rate  # scheduled sampling: inputs replaced by the model's own draws
+        if not isinstance(own_input_from_epoch, int) or own_input_from_epoch < 0:
+            raise UserError(f"model.own_input_from_epoch={own_input_from_epoch}: must be an integer >= 0")
+        self.own_input_from_epoch = own_input_from_epoch
         if own_input_flag and not (own_input_rate > 0 or rollout_loss_steps):
             raise UserError("model.own_input_flag=true marks own inputs, and training has none: set "
                             "model.own_input_rate > 0 or model.rollout_loss_steps > 0")
@@ -192,7 +198,7 @@ class VideoModel(L.LightningModule):
         mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
         z_in, level = self.corrupt(z, generator) if self.training and self.context_noise > 0 else (z, 0.0)
         own = 0.0
-        if self.training and self.own_input_rate > 0:
+        if self.training and self.own_input_rate > 0 and self.current_epoch >= self.own_input_from_epoch:
             z_in, own = self.with_own_inputs(z_in, level, state, generator)
         n_own = self.rollout_loss_steps if self.training else 0
         if n_own and z.shape[1] < n_own + 2:  # a prefix of >= 1 real frame, then n own inputs with real targets

@@ -175,6 +175,23 @@ def test_own_inputs_replace_a_share_of_frames_with_the_models_one_step_predictio
                    optimizer=torch.optim.SGD, own_input_rate=1.0)
 
 
+def test_own_inputs_start_at_their_epoch(monkeypatch):
+    model = make_model().train()
+    model.own_input_rate, model.own_input_from_epoch = 0.5, 2
+    batch = {"latents": torch.randn(2, 12, 8)}
+    loss_at = {}
+    for epoch in (0, 1, 2, 3):
+        monkeypatch.setattr(VideoModel, "current_epoch", property(lambda self, e=epoch: e))
+        loss_at[epoch] = model.losses(batch, generator=torch.Generator().manual_seed(0))[0]["loss"].detach()
+    model.own_input_rate = 0.0
+    forced = model.losses(batch, generator=torch.Generator().manual_seed(0))[0]["loss"].detach()
+    assert torch.equal(loss_at[0], forced) and torch.equal(loss_at[1], forced)  # teacher-forced epochs
+    assert not torch.isclose(loss_at[2], forced) and torch.equal(loss_at[2], loss_at[3])
+    with pytest.raises(Exception, match="own_input_from_epoch=-1"):
+        VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
+                   optimizer=torch.optim.SGD, own_input_rate=0.5, own_input_from_epoch=-1)
+
+
 def test_the_own_input_flag_marks_exactly_the_own_draws_in_training_and_every_generated_frame():
     torch.manual_seed(0)
     model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core("gru", d_model=12, n_layers=1),
