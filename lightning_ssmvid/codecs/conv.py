@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+DOWNSAMPLE = 8  # three stride-2 convolutions: a frame of side S becomes an S/8 x S/8 latent grid
+
 
 class ConvCodec(nn.Module):
     """Frames (N, C, S, S) in [0, 1] <-> latents (N, latent_dim); S a multiple of 8 (32 and 64 are typical).
@@ -20,7 +22,7 @@ class ConvCodec(nn.Module):
     def __init__(self, frame_size: int = 64, channels: int = 3, latent_dim: int = 128, width: int = 32,
                  global_dim: int = 0):
         super().__init__()
-        self.grid = frame_size // 8
+        self.grid = frame_size // DOWNSAMPLE
         spatial = latent_dim - global_dim
         if frame_size % 8 or spatial <= 0 or spatial % (self.grid * self.grid):
             raise ValueError(f"frame_size must be a multiple of 8 and latent_dim - global_dim a positive multiple of "

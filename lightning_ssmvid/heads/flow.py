@@ -120,9 +120,10 @@ class FlowHead(Head):
             c = c + self.input_condition(self._bounded_input(z))
         return c
 
-    def input_bias(self, z: Tensor) -> Tensor | None:
-        """With ``input_skip``: the input latent's term (N, W) in the MLP's first layer (the same at every Euler
-        step), from z (N, L); else None."""
+    def frame_features(self, h: Tensor, z: Tensor) -> Tensor | None:
+        """The time-free term the network's first layer adds to its input, the same at every Euler step: with
+        ``input_skip`` the input latent's (N, W) from z (N, L); else None. (h (N, D): a subclass's spatial
+        condition.)"""
         return None if self.input_skip is None else self.input_skip(self._bounded_input(z))
 
     def modulations(self, t: Tensor, h: Tensor, z: Tensor | None = None) -> list[Tensor]:
@@ -148,7 +149,7 @@ class FlowHead(Head):
 
     def velocity(self, x_t: Tensor, t: Tensor, h: Tensor, z: Tensor | None = None) -> Tensor:
         """x_t (N, L) at times t (N,) given h (N, D) and the input latent z (N, L) -> the velocity (N, L)."""
-        out = self.network(x_t, self.modulations(t, h, z), self.input_bias(z))
+        out = self.network(x_t, self.modulations(t, h, z), self.frame_features(h, z))
         if not self.copy_skip:
             return out
         return (self.copy(z) + out - x_t) / (1 - t[:, None]).clamp_min(TIME_FLOOR)
@@ -214,7 +215,7 @@ class FlowHead(Head):
         # the conditioning of every step in one pass: the loop below runs only the MLP
         all_steps = self.step_modulations(flat, flat_z)
         copy = self.copy(flat_z) if self.copy_skip else None
-        bias = self.input_bias(flat_z)
+        bias = self.frame_features(flat, flat_z)
         if self._fused_ok(x, all_steps):
             return self._integrate_fused(x, all_steps, copy, bias)
         for i in range(self.steps):
