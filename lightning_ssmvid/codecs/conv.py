@@ -24,7 +24,7 @@ class ConvCodec(nn.Module):
         super().__init__()
         self.grid = frame_size // DOWNSAMPLE
         spatial = latent_dim - global_dim
-        if frame_size % 8 or spatial <= 0 or spatial % (self.grid * self.grid):
+        if frame_size % DOWNSAMPLE or spatial <= 0 or spatial % (self.grid * self.grid):
             raise ValueError(f"frame_size must be a multiple of 8 and latent_dim - global_dim a positive multiple of "
                              f"(frame_size/8)^2 = {self.grid * self.grid}; got frame_size={frame_size}, "
                              f"latent_dim={latent_dim}, global_dim={global_dim}")
