@@ -8,6 +8,16 @@ from torch import Tensor, nn
 DOWNSAMPLE = 8  # three stride-2 convolutions: a frame of side S becomes an S/8 x S/8 latent grid
 
 
+def latent_grid(frame_size: int, latent_dim: int, global_dim: int = 0) -> tuple[int, int]:
+    """The latent's layout: (grid side S/8, channels per cell); refuses a latent that does not fill the grid."""
+    grid, spatial = frame_size // DOWNSAMPLE, latent_dim - global_dim
+    if frame_size % DOWNSAMPLE or grid < 1 or global_dim < 0 or spatial <= 0 or spatial % (grid * grid):
+        raise ValueError(f"frame_size must be a positive multiple of {DOWNSAMPLE} and latent_dim - global_dim a "
+                         f"positive multiple of (frame_size/{DOWNSAMPLE})^2; got frame_size={frame_size}, "
+                         f"latent_dim={latent_dim}, global_dim={global_dim}")
+    return grid, spatial // (grid * grid)
+
+
 class ConvCodec(nn.Module):
     """Frames (N, C, S, S) in [0, 1] <-> latents (N, latent_dim); S a multiple of 8 (32 and 64 are typical).
 
@@ -22,14 +32,8 @@ class ConvCodec(nn.Module):
     def __init__(self, frame_size: int = 64, channels: int = 3, latent_dim: int = 128, width: int = 32,
                  global_dim: int = 0):
         super().__init__()
-        self.grid = frame_size // DOWNSAMPLE
-        spatial = latent_dim - global_dim
-        if frame_size % DOWNSAMPLE or spatial <= 0 or spatial % (self.grid * self.grid):
-            raise ValueError(f"frame_size must be a multiple of 8 and latent_dim - global_dim a positive multiple of "
-                             f"(frame_size/8)^2 = {self.grid * self.grid}; got frame_size={frame_size}, "
-                             f"latent_dim={latent_dim}, global_dim={global_dim}")
+        self.grid, self.latent_channels = latent_grid(frame_size, latent_dim, global_dim)
         self.frame_size, self.channels, self.latent_dim, self.global_dim = frame_size, channels, latent_dim, global_dim
-        self.latent_channels = spatial // (self.grid * self.grid)
         w = width
         self.features = nn.Sequential(
             nn.Conv2d(channels, w, 4, 2, 1), nn.SiLU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.SiLU(),

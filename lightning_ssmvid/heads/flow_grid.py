@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_ssmvid.codecs.conv import DOWNSAMPLE
+from lightning_ssmvid.codecs.conv import latent_grid
 from lightning_ssmvid.heads import register_head
 from lightning_ssmvid.heads.flow import FlowHead
 
@@ -57,16 +57,11 @@ class GridFlowHead(FlowHead):
             raise ValueError("head=flow_grid always reads the input latent (head.condition_on_input must be true)")
         if flow_options.get("input_skip"):
             raise ValueError("head=flow_grid already feeds the input grid to its first conv (no head.input_skip)")
-        grid_size, spatial = frame_size // DOWNSAMPLE, latent_dim - global_dim  # the conv codec's grid
-        if grid_size < 1 or global_dim < 0 or spatial <= 0 or spatial % (grid_size * grid_size):
-            raise ValueError(f"head=flow_grid needs latent_dim - global_dim a positive multiple of "
-                             f"(frame_size/{DOWNSAMPLE})^2; got latent_dim={latent_dim}, global_dim={global_dim}, "
-                             f"frame_size={frame_size}")
+        grid_size, grid_channels = latent_grid(frame_size, latent_dim, global_dim)  # the conv codec's layout
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"head.kernel_size must be odd and positive, got {kernel_size}")
         super().__init__(latent_dim, d_model, width=width, depth=depth, condition_on_input=True, **flow_options)
-        self.grid_size, self.global_dim = grid_size, global_dim
-        self.grid_channels = spatial // (grid_size * grid_size)
+        self.grid_size, self.grid_channels, self.global_dim = grid_size, grid_channels, global_dim
         cells, pad = grid_size * grid_size, kernel_size // 2
         # the flat MLP's layers are replaced (its time and condition projections and statistics are kept)
         self.input = nn.Conv2d(self.grid_channels, width, kernel_size, padding=pad)
