@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -32,9 +33,12 @@ def data_fingerprint(datamodule: VideoDataModule) -> dict:
 
 def codec_identity(cfg: DictConfig, datamodule: VideoDataModule) -> dict:
     """Everything the stage-1 codec depends on: its architecture, its training, the data it sees, the seed."""
+    training = OmegaConf.to_container(cfg.stages.codec_training, resolve=True)
+    if not training.get("latent_noise"):  # the option's off value: codecs trained before it keep their identity
+        training.pop("latent_noise", None)
     return {
         "codec": OmegaConf.to_container(cfg.codec, resolve=True),
-        "training": OmegaConf.to_container(cfg.stages.codec_training, resolve=True),
+        "training": training,
         "data": config_hash(data_fingerprint(datamodule), length=16),
         "seed": codec_seed(cfg),
     }
@@ -71,7 +75,8 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     log.info("stage 1: training the codec (%d steps) -> %s", settings.steps, path)
     pretrain_codec(instantiate(cfg.codec), loader, path, settings.steps, settings.lr,
                    accelerator=cfg.trainer.accelerator, seed=codec_seed(cfg),
-                   foreground_weight=settings.get("foreground_weight", 30.0))
+                   foreground_weight=settings.get("foreground_weight", 30.0),
+                   latent_noise=settings.get("latent_noise", 0.0))
     write_json_atomic(path.parent / "manifest.json", {"files": record(path.parent, [path])})
     return path
 
@@ -125,6 +130,9 @@ def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> No
     steps = cfg.stages.codec_training.steps
     if not cfg.stages.codec_checkpoint and (not isinstance(steps, int) or steps < 1):  # before any data is made
         raise UserError(f"stages.codec_training.steps={steps}: must be an integer >= 1")
+    noise = cfg.stages.codec_training.get("latent_noise", 0.0)
+    if not cfg.stages.codec_checkpoint and not (isinstance(noise, (int, float)) and 0 <= noise < math.inf):
+        raise UserError(f"stages.codec_training.latent_noise={noise}: must be a number >= 0")
     datamodule.prepare_data()
     datamodule.setup("fit")
     with stage_lock(Path(cfg.stages.cache_root)):

@@ -69,3 +69,32 @@ def test_user_given_codec_checkpoint_skips_stage_one(compose_cfg, tmp_path):
     _, summary = run(compose_cfg, tmp_path, "second", f"stages.codec_checkpoint={moved}")
     assert summary["codec_source"] == str(moved)
     assert not (tmp_path / "cache" / "codecs").exists()
+
+
+def test_latent_noise_off_keeps_the_codec_identity_and_on_changes_it(compose_cfg, monkeypatch):
+    """Codecs trained before ``latent_noise`` existed are still found; a noised codec is a different codec."""
+    import lightning_ssmvid.stages as stages
+    from lightning_ssmvid.utils.files import config_hash
+
+    monkeypatch.setattr(stages, "data_fingerprint", lambda datamodule: {"videos": []})
+
+    def identity(*overrides):
+        cfg = compose_cfg(*TWO_STAGE, *overrides)
+        return config_hash(stages.codec_identity(cfg, None))
+
+    off = identity()
+    cfg = compose_cfg(*TWO_STAGE)
+    with open_dict(cfg):
+        del cfg.stages.codec_training["latent_noise"]  # a config from before the option
+    assert config_hash(stages.codec_identity(cfg, None)) == off
+    assert identity("stages.codec_training.latent_noise=0.3") != off
+
+
+def test_a_bad_latent_noise_is_a_one_line_error_before_any_data(compose_cfg, tmp_path):
+    import pytest
+
+    from lightning_ssmvid.utils.errors import UserError
+
+    with pytest.raises(UserError, match="latent_noise=-0.1: must be a number >= 0"):
+        run(compose_cfg, tmp_path, "bad", "stages.codec_training.latent_noise=-0.1")
+    assert not (tmp_path / "cache" / "codecs").exists()

@@ -53,3 +53,34 @@ def test_codec_schedule_works_for_short_trainings():
         for _ in range(steps):
             schedule.optimizer.step()
             schedule.step()
+
+
+def test_latent_noise_is_off_at_zero_and_relative_to_the_latents_spread():
+    from lightning_ssmvid.codecs.pretrain import noised_latents
+
+    z = torch.randn(64, 10) * torch.linspace(0.1, 10, 10)
+    assert noised_latents(z, 0.0) is z
+    torch.manual_seed(0)
+    small = noised_latents(z, 0.5) - z
+    torch.manual_seed(0)
+    large = noised_latents(100 * z, 0.5) - 100 * z  # scaling the latents up does not outgrow the noise
+    torch.testing.assert_close(large, 100 * small, rtol=1e-4, atol=1e-4)
+    per_dim = small.std(0) / z.std(0)  # every dim is noised in proportion to its own spread
+    assert per_dim.max() / per_dim.min() < 2
+
+
+
+def test_stage_one_decodes_noised_latents_only_when_asked():
+    from lightning_ssmvid.codecs.pretrain import CodecModule
+
+    batch = {"frames": (torch.rand(2, 3, 3, 16, 16) * 255).to(torch.uint8)}
+    losses = {}
+    for noise in (0.0, 0.5):
+        torch.manual_seed(0)
+        module = CodecModule(ConvCodec(frame_size=16, latent_dim=16, width=8), latent_noise=noise)
+        module.log = lambda *args, **kwargs: None  # no trainer here
+        losses[noise] = [float(module.training_step(batch, 0)) for _ in range(2)]
+    assert losses[0.0][0] == losses[0.0][1]  # clean latents: the same loss twice
+    assert losses[0.5][0] != losses[0.5][1] and losses[0.5][0] != losses[0.0][0]  # a fresh draw of noise each step
+    with pytest.raises(ValueError, match="latent_noise must be >= 0"):
+        CodecModule(ConvCodec(frame_size=16, latent_dim=16, width=8), latent_noise=-1.0)
