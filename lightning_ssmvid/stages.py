@@ -36,6 +36,7 @@ def codec_identity(cfg: DictConfig, datamodule: VideoDataModule) -> dict:
     training = OmegaConf.to_container(cfg.stages.codec_training, resolve=True)
     if not training.get("latent_noise"):  # the option's off value: codecs trained before it keep their identity
         training.pop("latent_noise", None)
+        training.pop("latent_noise_grid_only", None)
     return {
         "codec": OmegaConf.to_container(cfg.codec, resolve=True),
         "training": training,
@@ -76,7 +77,8 @@ def ensure_codec(cfg: DictConfig, datamodule: VideoDataModule) -> Path:
     pretrain_codec(instantiate(cfg.codec), loader, path, settings.steps, settings.lr,
                    accelerator=cfg.trainer.accelerator, seed=codec_seed(cfg),
                    foreground_weight=settings.get("foreground_weight", 30.0),
-                   latent_noise=settings.get("latent_noise", 0.0))
+                   latent_noise=settings.get("latent_noise", 0.0),
+                   latent_noise_grid_only=bool(settings.get("latent_noise_grid_only", False)))
     write_json_atomic(path.parent / "manifest.json", {"files": record(path.parent, [path])})
     return path
 

@@ -85,9 +85,13 @@ def test_latent_noise_off_keeps_the_codec_identity_and_on_changes_it(compose_cfg
     off = identity()
     cfg = compose_cfg(*TWO_STAGE)
     with open_dict(cfg):
-        del cfg.stages.codec_training["latent_noise"]  # a config from before the option
+        del cfg.stages.codec_training["latent_noise"]  # a config from before the options
+        del cfg.stages.codec_training["latent_noise_grid_only"]
     assert config_hash(stages.codec_identity(cfg, None)) == off
     assert identity("stages.codec_training.latent_noise=0.3") != off
+    assert identity("stages.codec_training.latent_noise_grid_only=true") == off  # no noise: the flag means nothing
+    assert identity("stages.codec_training.latent_noise=0.3", "stages.codec_training.latent_noise_grid_only=true") \
+        != identity("stages.codec_training.latent_noise=0.3")
 
 
 def test_a_bad_latent_noise_is_a_one_line_error_before_any_data(compose_cfg, tmp_path):

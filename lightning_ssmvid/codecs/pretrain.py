@@ -20,32 +20,38 @@ from lightning_ssmvid.frames import to_unit
 log = logging.getLogger(__name__)
 
 
-def noised_latents(z: torch.Tensor, latent_noise: float) -> torch.Tensor:
+def noised_latents(z: torch.Tensor, latent_noise: float, clean_tail: int = 0) -> torch.Tensor:
     """z (N, L) plus Gaussian noise of per-dim std ``sigma x`` the batch's std of that dim, ``sigma ~ U(0,
     latent_noise)`` per frame: the decoder learns to draw a clean frame from a latent a generator got slightly wrong
     (l-DeTok, "Latent Denoising Makes Good Visual Tokenizers", Yang et al. 2025). Relative to the latent's own
-    spread, so the encoder cannot outgrow the noise by scaling its latents up."""
+    spread, so the encoder cannot outgrow the noise by scaling its latents up. The last ``clean_tail`` dims (the
+    codec's frame-pooled part) stay clean."""
     if not latent_noise:
         return z
     sigma = latent_noise * torch.rand(z.shape[0], 1, device=z.device, dtype=z.dtype)
-    return z + sigma * z.detach().std(0, keepdim=True) * torch.randn_like(z)
+    noise = sigma * z.detach().std(0, keepdim=True) * torch.randn_like(z)
+    if clean_tail:
+        noise[:, z.shape[1] - clean_tail :] = 0
+    return z + noise
 
 
 class CodecModule(L.LightningModule):
     """Foreground-weighted reconstruction MSE of every frame of a clip batch (B, T, C, H, W); with
-    ``latent_noise`` the decoder reads noised latents (``noised_latents``)."""
+    ``latent_noise`` the decoder reads noised latents (``noised_latents``; with ``latent_noise_grid_only`` the
+    frame-pooled dims stay clean)."""
 
     def __init__(self, codec: nn.Module, lr: float = 2e-3, total_steps: int = 1000, foreground_weight: float = 30.0,
-                 latent_noise: float = 0.0):
+                 latent_noise: float = 0.0, latent_noise_grid_only: bool = False):
         super().__init__()
         if not latent_noise >= 0:
             raise ValueError(f"stages.codec_training.latent_noise must be >= 0, got {latent_noise!r}")
         self.codec, self.lr, self.total_steps, self.foreground_weight = codec, lr, total_steps, foreground_weight
         self.latent_noise = float(latent_noise)
+        self.clean_tail = int(getattr(codec, "global_dim", 0)) if latent_noise_grid_only else 0
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x = to_unit(batch["frames"]).flatten(0, 1)
-        z = noised_latents(self.codec.encode(x), self.latent_noise)
+        z = noised_latents(self.codec.encode(x), self.latent_noise, self.clean_tail)
         error = (torch.sigmoid(self.codec.decode(z)) - x).square()
         weight = foreground_weights(x, self.foreground_weight)
         loss = (error * weight).mean() / weight.mean()
@@ -67,14 +73,14 @@ class CodecModule(L.LightningModule):
 
 def pretrain_codec(codec: nn.Module, loader: DataLoader, out_path: Path, steps: int, lr: float,
                    accelerator: str = "cpu", seed: int = 0, foreground_weight: float = 30.0,
-                   latent_noise: float = 0.0) -> dict:
+                   latent_noise: float = 0.0, latent_noise_grid_only: bool = False) -> dict:
     """Train ``codec`` for ``steps`` batches of clips from ``loader``; save ``{"state_dict", "metrics"}``.
 
     The file appears atomically, so an interrupted stage leaves nothing that looks finished.
     """
     L.seed_everything(seed, workers=True)
     module = CodecModule(codec, lr=lr, total_steps=steps, foreground_weight=foreground_weight,
-                         latent_noise=latent_noise)
+                         latent_noise=latent_noise, latent_noise_grid_only=latent_noise_grid_only)
     trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=CSVLogger(
         out_path.parent, name="codec_log", version=""), callbacks=[RichProgressBar()], enable_checkpointing=False,
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10, gradient_clip_val=1.0)

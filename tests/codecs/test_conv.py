@@ -84,3 +84,12 @@ def test_stage_one_decodes_noised_latents_only_when_asked():
     assert losses[0.5][0] != losses[0.5][1] and losses[0.5][0] != losses[0.0][0]  # a fresh draw of noise each step
     with pytest.raises(ValueError, match="latent_noise must be >= 0"):
         CodecModule(ConvCodec(frame_size=16, latent_dim=16, width=8), latent_noise=-1.0)
+
+
+def test_grid_only_latent_noise_leaves_the_frame_pooled_dims_clean():
+    from lightning_ssmvid.codecs.pretrain import noised_latents
+
+    z = torch.randn(32, 12)
+    noised = noised_latents(z, 0.5, clean_tail=4)
+    torch.testing.assert_close(noised[:, 8:], z[:, 8:])
+    assert (noised[:, :8] != z[:, :8]).float().mean() > 0.9
