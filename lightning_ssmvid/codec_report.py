@@ -68,9 +68,13 @@ def score(codec, clips: list[dict], frames: list[int], sigmas: list[float], part
     with torch.no_grad():
         for sidecar in clips:
             wanted = [t for t in frames if t < sidecar["n_frames"]]
+            if not wanted:  # a clip shorter than the first scored frame: nothing to score
+                continue
             pictures = np.stack([f for t, f in enumerate(render_frames(sidecar, 0, max(wanted) + 1)) if t in wanted])
             x = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255
             encoded.append((sidecar, wanted, codec.encode(x)))
+    if not encoded:
+        raise ValueError(f"no clip has a frame among {frames[:1]}...{frames[-1:]}")
     spread = torch.cat([z for *_, z in encoded]).std(0)
     pooled = int(getattr(codec, "global_dim", 0) or 0)
     out = {}
@@ -121,7 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
         if len(found) != 1:
             raise SystemExit(f"codec_report: pass --data (found {len(found)} long-memory val folders in data/)")
         args.data = found[0]
-    paths = list_clips(args.data)[: args.clips]
+    try:
+        paths = list_clips(args.data)[: args.clips]
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"codec_report: {args.data} is not a complete long-memory split ({error})") from None
     if not paths:
         raise SystemExit(f"codec_report: no long-memory clips in {args.data}")
     try:

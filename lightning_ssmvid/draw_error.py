@@ -60,6 +60,9 @@ def draw_errors(model, sidecar: dict, last: int, temperatures: list[float], seed
     temperature (``"t=<T>"``), its ``"mean"`` (stochastic heads) and ``"copy last"``. ``model``: a VideoModel (codec
     with ``grid``/``latent_channels``/``global_dim``, ``core``, ``embed``, ``head``)."""
     codec, head = model.codec, model.head
+    last = min(last, sidecar["n_frames"] - 1)
+    if last <= CONTEXT:
+        raise ValueError(f"draw_error needs frames past the {CONTEXT}-frame context; the clip has {last + 1}")
     pictures = np.stack(list(render_frames(sidecar, 0, last + 1)))
     z = codec.encode(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255)[None]  # (1, T, L)
     h, _ = model.core(model.embed(z))
@@ -108,7 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"draw_error: {error}") from None
     if not hasattr(model.codec, "latent_channels"):
         raise SystemExit("draw_error: needs the conv codec (a latent grid of cells)")
-    per_clip = [draw_errors(model, load_sidecar(path), args.last, args.temperatures) for path in paths]
+    try:
+        per_clip = [draw_errors(model, load_sidecar(path), args.last, args.temperatures) for path in paths]
+    except (OSError, ValueError, KeyError) as error:  # no sidecar (not a long-memory run), or too short a clip
+        raise SystemExit(f"draw_error: {error}") from None
     means = {name: {key: float(np.nanmean([clip[name][key] for clip in per_clip])) for key in per_clip[0][name]}
              for name in per_clip[0]}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -66,3 +66,10 @@ def test_the_oracle_draws_exactly_and_copy_last_errs_where_objects_move(sidecar)
 def test_a_deterministic_head_reports_its_mean_and_copy_last(sidecar):
     errors = draw_errors(OracleModel(stochastic=False), sidecar, last=60, temperatures=[1.0])
     assert set(errors) == {"mean", "copy last"}
+
+
+def test_a_last_frame_past_the_clip_is_clamped_and_a_short_span_refused(sidecar):
+    errors = draw_errors(OracleModel(), sidecar, last=10_000, temperatures=[1.0])
+    assert errors["t=1"]["object_cells"] == 0.0
+    with pytest.raises(ValueError, match="context"):
+        draw_errors(OracleModel(), sidecar, last=10, temperatures=[1.0])
