@@ -14,7 +14,6 @@ colours kept and the occluder kept. ``sigma = 0`` is the codec's own ceiling. Wr
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.data.long_memory import list_clips, load_sidecar, render_frames
-from lightning_ssmvid.metrics.scene import SceneKept
+from lightning_ssmvid.metrics.scene import frames_kept
 from lightning_ssmvid.stages import load_codec_state
 from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.files import write_json_atomic
@@ -87,13 +86,9 @@ def score(codec, clips: list[dict], frames: list[int], sigmas: list[float], part
             for sidecar, wanted, z in encoded:
                 with torch.no_grad():
                     decoded = torch.sigmoid(codec.decode(perturbed(z, spread, sigma, part, pooled, generator)))
-                for frame, t in zip(decoded, wanted):
-                    scene = SceneKept(sidecar, start=t, bands=[(1, 1)])
-                    scene.update(frame)
-                    figures = scene.summary()
-                    occluder.append(figures["occluder_kept_h1-1"])
-                    if not math.isnan(figures["colours_kept_h1-1"]):
-                        colours.append(figures["colours_kept_h1-1"])
+                clip_colours, clip_occluder = frames_kept(sidecar, wanted, decoded)
+                colours += clip_colours
+                occluder += clip_occluder
             key = "unperturbed" if sigma == 0 else f"{part} sigma={sigma:g}"
             out[key] = {"colours_kept": float(np.mean(colours)) if colours else float("nan"),
                         "occluder_kept": float(np.mean(occluder)), "frames": len(occluder)}

@@ -15,7 +15,6 @@ copy-last on every part. Writes ``<out>/draw_error.json`` and ``draw_error.md``.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lightning_ssmvid.data.long_memory import load_sidecar, object_mask, render_frames
-from lightning_ssmvid.metrics.scene import SceneKept
+from lightning_ssmvid.metrics.scene import frames_kept
 from lightning_ssmvid.utils.errors import UserError
 from lightning_ssmvid.utils.files import write_json_atomic
 
@@ -42,16 +41,8 @@ def object_cells(sidecar: dict, frames: range, grid: int) -> Tensor:
     return torch.from_numpy(cells)
 
 
-def colours_kept(sidecar: dict, frames: range, decoded: Tensor) -> float:
-    """Mean over ``frames`` of the share of in-view objects whose colour the decoded frames (N, C, S, S) show."""
-    kept = []
-    for t, frame in zip(frames, decoded):
-        scene = SceneKept(sidecar, start=t, bands=[(1, 1)])
-        scene.update(frame)
-        value = scene.summary()["colours_kept_h1-1"]
-        if not math.isnan(value):
-            kept.append(value)
-    return float(np.mean(kept)) if kept else float("nan")
+def mean_or_nan(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 @torch.no_grad()
@@ -89,7 +80,7 @@ def draw_errors(model, sidecar: dict, last: int, temperatures: list[float], seed
         out[name] = {"object_cells": float(cells[on_objects].mean()) if on_objects.any() else float("nan"),
                      "other_cells": float(cells[~on_objects].mean()) if (~on_objects).any() else float("nan"),
                      "pooled": float(pooled.mean()) if pooled.numel() else float("nan"),
-                     "colours_kept": colours_kept(sidecar, targets, torch.sigmoid(codec.decode(draw)))}
+                     "colours_kept": mean_or_nan(frames_kept(sidecar, targets, torch.sigmoid(codec.decode(draw)))[0])}
     return out
 
 

@@ -72,3 +72,18 @@ class SceneKept:
         for lo, hi in occluder:
             out[f"occluder_kept_h{lo}-{hi}"], out[f"colours_kept_h{lo}-{hi}"] = occluder[lo, hi], colours[lo, hi]
         return out
+
+
+
+def frames_kept(sidecar: dict, frames: Iterable[int], decoded: Iterable[Tensor]) -> tuple[list[float], list[float]]:
+    """Each decoded (C, H, W) frame scored against clip frame ``frames[i]`` alone (any frames, in any order) ->
+    (colours kept per frame with an object in view, occluder kept per frame)."""
+    colours, occluder = [], []
+    for t, frame in zip(frames, decoded):
+        scene = SceneKept(sidecar, start=t, bands=[(1, 1)])
+        scene.update(frame)
+        figures = scene.summary()
+        occluder.append(figures["occluder_kept_h1-1"])
+        if not np.isnan(figures["colours_kept_h1-1"]):
+            colours.append(figures["colours_kept_h1-1"])
+    return colours, occluder
