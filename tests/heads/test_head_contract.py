@@ -252,7 +252,7 @@ def test_the_grid_head_reads_its_input_grid_and_learns_to_move_it_one_cell():
 def test_the_grid_head_composes_on_the_long_memory_protocol_and_refuses_what_it_cannot_read(compose_cfg):
     cfg = compose_cfg("experiment=mamba2_short", "head=flow_grid")
     head = instantiate(cfg.head)(latent_dim=cfg.codec.latent_dim, d_model=cfg.core.d_model)
-    assert (head.grid_size, head.grid_channels, head.global_dim, head.target) == (8, 2, 16, "frame")
+    assert (head.grid_size, head.grid_channels, head.global_dim, head.target) == (8, 8, 16, "frame")  # latent_dim 528
     h, z = torch.randn(2, 3, cfg.core.d_model), torch.randn(2, 3, cfg.codec.latent_dim)
     assert head.sample(h, z, torch.Generator().manual_seed(0)).shape == z.shape
     with pytest.raises(ValueError, match="positive multiple of"):
