@@ -141,8 +141,8 @@ class VideoModel(L.LightningModule):
         # reduction of logged values averages integer batch counts, which is wrong for unequal ranks); a NaN stays
         # NaN (torchmetrics' default drops it, which would report a diverged run as better)
         self.val_means = nn.ModuleDict({name: MeanMetric(nan_strategy=math.nan)
-                                        for name in ("loss", "latent_mse", "flow_mse", "pixel_mse", "recon_mse",
-                                                     "cue_ce")})
+                                        for name in ("loss", "latent_mse", "flow_mse", "residual_loss", "pixel_mse",
+                                                     "recon_mse", "cue_ce")})
         self.val_psnr_next = PooledPSNR(nan_strategy=math.nan)
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
 

@@ -16,7 +16,7 @@ LATENT, D = 6, 10
 
 def make(name: str, **kwargs):
     torch.manual_seed(0)
-    options = {"flow": {"width": 32, "depth": 2},
+    options = {"flow": {"width": 32, "depth": 2}, "residual": {"width": 32, "depth": 2},
                "flow_grid": {"width": 8, "depth": 1, "frame_size": 16, "global_dim": 2}}.get(name, {})  # a 2x2 grid
     return build_head(name, latent_dim=LATENT, d_model=D, **{**options, **kwargs})
 
@@ -28,8 +28,8 @@ def randomise(head: torch.nn.Module) -> None:
 
 
 def test_every_head_is_listed_and_unknown_names_are_refused():
-    assert {"mse", "flow", "flow_grid"} <= set(HEADS)
-    with pytest.raises(ValueError, match="valid heads: flow, flow_grid, mse"):
+    assert {"mse", "flow", "flow_grid", "residual"} <= set(HEADS)
+    with pytest.raises(ValueError, match="valid heads: flow, flow_grid, mse, residual"):
         build_head("diffusion", latent_dim=LATENT, d_model=D)
 
 
@@ -187,7 +187,8 @@ HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
                               "copy_skip": True},
                 "flow-skip": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True,
                               "input_skip": True},
-                "flow_grid": {"width": 8, "depth": 1, "steps": 2, "target": "frame", "frame_size": 16}}
+                "flow_grid": {"width": 8, "depth": 1, "steps": 2, "target": "frame", "frame_size": 16},
+                "residual": {"width": 16, "depth": 1, "steps": 2}}
 
 
 @pytest.mark.parametrize("head", sorted(HEAD_OPTIONS))
@@ -263,3 +264,42 @@ def test_the_grid_head_composes_on_the_long_memory_protocol_and_refuses_what_it_
         build_head("flow_grid", latent_dim=8, d_model=D, frame_size=16, condition_on_input=False)
     with pytest.raises(ValueError, match="no head.input_skip"):
         build_head("flow_grid", latent_dim=8, d_model=D, frame_size=16, input_skip=True)
+
+
+def test_the_residual_head_draws_the_spread_its_mean_averages_away_and_is_the_mse_head_without_its_flow():
+    """The next latent is c + 1 or c - 1 with c = W h a known function of the condition: the regressor part learns
+    the mean c, the flow draws the +-1 about it (both modes), and with flow_weight=0 a draw is the mean itself."""
+    torch.manual_seed(0)
+    w = torch.randn(D, LATENT) * 0.5
+    head = make("residual", width=64, depth=2, steps=16).train()
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(500):
+        h, z = torch.randn(16, 4, D, generator=generator), torch.randn(16, 4, LATENT, generator=generator)
+        sign = torch.randint(0, 2, (16, 4, 1), generator=generator) * 2.0 - 1.0
+        loss = head.loss(h, z, z + h @ w + sign).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    head.eval()
+    h, z = torch.randn(512, D), torch.randn(512, LATENT)
+    with torch.no_grad():
+        mean, drawn = head.mean(h, z), head.sample(h, z, torch.Generator().manual_seed(0))
+    centre = z + h @ w
+    assert (mean - centre).abs().mean() < 0.2  # the mean of the two modes, as the mse head gives
+    offset = drawn - centre
+    assert (offset.abs() - 1).abs().mean() < 0.3 and 0.3 < (offset > 0).float().mean() < 0.7  # draws on both modes
+    idle = make("residual", flow_weight=0.0).eval()
+    randomise(idle)
+    h, z = torch.randn(4, 3, D), torch.randn(4, 3, LATENT)
+    torch.testing.assert_close(idle.sample(h, z, torch.Generator().manual_seed(1)), idle.mean(h, z), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="head.target must be change"):
+        make("residual", target="frame")
+    with pytest.raises(ValueError, match="head.flow_weight must be >= 0"):
+        make("residual", flow_weight=-1.0)
+
+
+def test_the_residual_head_composes_on_the_long_memory_protocol(compose_cfg):
+    cfg = compose_cfg("experiment=mamba2_short", "head=residual")
+    head = instantiate(cfg.head)(latent_dim=cfg.codec.latent_dim, d_model=cfg.core.d_model)
+    assert (type(head).__name__, head.target, head.width, head.flow_weight) == ("ResidualFlowHead", "change", 128, 1.0)
