@@ -20,10 +20,11 @@ the residual is measured from.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_ssmvid.heads import register_head
 from lightning_ssmvid.heads.flow import FlowHead
+from lightning_ssmvid.heads.mse import MSEHead
 
 
 @register_head("residual")
@@ -37,19 +38,16 @@ class ResidualFlowHead(FlowHead):
             raise ValueError(f"head.flow_weight must be >= 0, got {flow_weight!r}")
         super().__init__(latent_dim, d_model, target="change", **flow_options)
         self.flow_weight = float(flow_weight)
-        self.regressor = nn.Linear(d_model, latent_dim)
-        nn.init.zeros_(self.regressor.weight)  # start as "next latent = this latent", as the mse head does
-        nn.init.zeros_(self.regressor.bias)
+        self.regressor = MSEHead(latent_dim, d_model)  # the mean, exactly the mse head (its loss and its init)
 
     def mean(self, h: Tensor, z: Tensor) -> Tensor:
-        return z + self.regressor(h)
+        return self.regressor.mean(h, z)
 
     def loss(self, h: Tensor, z: Tensor, z_next: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        mu = self.mean(h, z)
-        regression = (mu - z_next.detach()).square().flatten(1).mean(1)
+        regression = self.regressor.loss(h, z, z_next)
         if not self.flow_weight:
             return regression
-        return regression + self.flow_weight * super().loss(h, mu.detach(), z_next, generator)
+        return regression + self.flow_weight * super().loss(h, self.mean(h, z).detach(), z_next, generator)
 
     def sample(self, h: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         mu = self.mean(h, z)
