@@ -181,8 +181,8 @@ def run_folder(ckpt: str | Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path:
-    """The ``index``-th video of ``split`` of the run's data set (``run_config["data"]``), via the data module."""
+def dataset_videos(data_config: dict, split: str = "val") -> list[Path]:
+    """The videos of ``split`` of the run's data set (``run_config["data"]``), via the data module."""
     from hydra.utils import instantiate
 
     if split not in ("val", "train", "test"):
@@ -207,10 +207,43 @@ def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path
     if not videos:
         raise DataUnavailableError(f"no {split} videos in {dm.dataset_dir} (this data set may have no {split} split); "
                                    f"{hint}")
+    return [Path(v) for v in videos]
+
+
+def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path:
+    """The ``index``-th video of ``split`` of the run's data set (``run_config["data"]``)."""
+    videos = dataset_videos(data_config, split)
     if not 0 <= index < len(videos):
         raise IndexError(f"video={index} is out of range: the {split} split has {len(videos)} videos (0..."
                          f"{len(videos) - 1})")
-    return Path(videos[index])
+    return videos[index]
+
+
+def rollout_codebook(model, ckpt: str | Path, k: int, k_pooled: int = 0, n_videos: int = 16, every: int = 8):
+    """The ``CellCodebook`` that ``snap=k snap_pooled=k_pooled`` snaps a rollout onto: ``k`` centroids of grid cells
+    and ``k_pooled`` of frame-pooled parts (0: those stay as drawn), fitted on every ``every``-th frame of the first
+    ``n_videos`` training videos of the run's data set, encoded by its codec, and kept in
+    ``RUN/codebooks/cells_k{k}_pooled{k_pooled}.npz`` so that later rollouts of the run reuse it."""
+    from lightning_ssmvid.codecs.codebook import CellCodebook
+
+    for name, value, least in (("snap", k, 2), ("snap_pooled", k_pooled, 0)):
+        if int(value) != value or value < least or (name == "snap_pooled" and value == 1):
+            raise ValueError(f"{name}={value}: must be an integer >= 2 (the number of centroids)"
+                             + (", or 0 for none" if name == "snap_pooled" else ""))
+    path = run_folder(ckpt) / "codebooks" / f"cells_k{int(k)}_pooled{int(k_pooled)}.npz"
+    if path.is_file():
+        return CellCodebook.load(path, model.codec)
+    data = dict(model.run_config["data"])
+    frame_size = int(data.get("frame_size") or 32)
+
+    def batches() -> Iterator[Tensor]:
+        for video in dataset_videos(data, "train")[:n_videos]:
+            reader = open_video(video, frame_size)
+            yield to_unit(read_frames(reader, 0, len(reader) // every, every, frame_size)).to(model.device)
+
+    codebook = CellCodebook.fit(model.codec.eval(), batches(), int(k), int(k_pooled))
+    codebook.save(path)
+    return codebook
 
 
 def read_context(path: str | Path, n_context: int, frame_size: int, stride: int = 1):
@@ -233,12 +266,16 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
     ``codec`` (each real frame encoded and decoded by ``codec``: the ceiling of any model that draws through it),
     ``copy_last`` (the last context frame held: a frozen rollout), and with ``model``, ``one_step`` (each real frame
     drawn by the model from the real frames before it, teacher-forced, draws fixed by ``seed``: what the model loses
-    in one step, before any of its own frames is fed back). Each holds ``frames`` (how many there were),
+    in one step, before any of its own frames is fed back) and, when the model snaps its rollouts (``snap``),
+    ``codec_snapped`` (the codec's latent of each real frame snapped onto that codebook: the ceiling of a snapped
+    rollout). Each holds ``frames`` (how many there were),
     the persistence ratios of the bands the video reaches and, with a long-memory ``sidecar``, the scene kept;
     {} when the video ends with the context. Read ``CHUNK`` frames at a time (constant memory)."""
     unit = to_unit(context).cpu()
     names = ("real", "codec", "copy_last") if codec is not None else ("real", "copy_last")
     names += ("one_step",) if model is not None else ()
+    snap = getattr(model, "rollout_snap", None) if codec is not None and model is not None else None
+    names += ("codec_snapped",) if snap is not None and codec is model.codec else ()
     persistence = {name: RolloutPersistence(unit, rollout_bands(n_frames)) for name in names}
     start = len(context) * stride
     scene = {name: SceneKept(sidecar, start, scene_bands(n_frames)) for name in names} if sidecar else {}
@@ -259,6 +296,8 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
             encoded = codec.encode(frames["real"].to(device)) if codec is not None else None
             if codec is not None:
                 frames["codec"] = torch.sigmoid(codec.decode(encoded)).float().cpu()
+            if "codec_snapped" in names:
+                frames["codec_snapped"] = torch.sigmoid(codec.decode(snap(encoded))).float().cpu()
             if model is not None:  # the model's own codec is usually ``codec``: its latents are encoded once
                 z = encoded if codec is model.codec else model.codec.encode(frames["real"].to(model.device))
                 drawn, state = model.predict_latents(z[None], state, generator)
@@ -281,7 +320,8 @@ def reference_rollouts(reader, context: Tensor, n_frames: int, stride: int, fram
 
 REFERENCE_NAMES = {"real": "the real video", "codec": "the codec's reconstruction of it",
                    "copy_last": "the last context frame held (copy-last)",
-                   "one_step": "the model's one-step draws of it (teacher-forced)"}
+                   "one_step": "the model's one-step draws of it (teacher-forced)",
+                   "codec_snapped": "the codec's reconstruction, each latent snapped onto the codebook (snap)"}
 
 
 def long_memory_sidecar(video: Path) -> dict | None:
@@ -306,6 +346,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.frames < 1 or cfg.context < 1:
         raise ValueError(f"frames={cfg.frames} and context={cfg.context} must be >= 1")
     model = load_checkpoint(cfg.ckpt_path, cfg.device)
+    if cfg.get("snap"):
+        model.rollout_snap = rollout_codebook(model, cfg.ckpt_path, cfg.snap, cfg.snap_pooled)
     sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise, cfg.reencode)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)

@@ -120,6 +120,7 @@ class VideoModel(L.LightningModule):
         self.head = (head or partial(build_head, "mse"))(latent_dim=latent_dim, d_model=d_model)
         # noise-augmented context (diffusion forcing, GameNGen): inputs corrupted at a level the core is told
         self.context_noise, self.rollout_noise, self.rollout_reencode = context_noise, rollout_noise, rollout_reencode
+        self.rollout_snap = None  # a CellCodebook (codecs/codebook.py) that each generated latent is snapped onto
         self.noise_embed = nn.Linear(1, d_model) if context_noise > 0 else None
         if self.noise_embed is not None:
             nn.init.zeros_(self.noise_embed.weight)
@@ -395,11 +396,14 @@ class VideoModel(L.LightningModule):
                         generator: torch.Generator | None = None) -> Iterator[Tensor]:
         """Yield ``n_steps`` predicted latents (B, latent), starting with ``z_next``, stepping the core from ``state``.
 
-        Each prediction is fed back (``reencode``, default ``rollout_reencode``: decoded and encoded again), told as
-        corrupted at ``rollout_noise``; a stochastic head draws each frame with ``generator``. Only the state is kept
-        between steps, so memory is constant for cores with a bounded state."""
+        Each prediction is snapped onto ``rollout_snap``'s codebook (when set) and fed back (``reencode``, default
+        ``rollout_reencode``: decoded and encoded again), told as corrupted at ``rollout_noise``; a stochastic head
+        draws each frame with ``generator``. Only the state is kept between steps, so memory is constant for cores
+        with a bounded state."""
         reencode = self.rollout_reencode if reencode is None else reencode
         for i in range(n_steps):
+            if self.rollout_snap is not None:
+                z_next = self.rollout_snap(z_next)
             yield z_next
             if i + 1 == n_steps:
                 return

@@ -15,7 +15,8 @@ occluder (>= 0.8). The last rows score references over the real frames after the
 everything exactly would get), the codec's reconstruction of it (the most any model drawing through that codec can
 get), the last context frame held (copy-last: a frozen rollout, which keeps the scene but not the motion) and the
 model's one-step draws of the real frames (teacher-forced, under the first setting; over every run's clips): what
-a model loses before it reads any frame of its own, which tells a one-step failure from drift in the rollout. A
+a model loses before it reads any frame of its own, which tells a one-step failure from drift in the rollout; and
+for each setting with ``snap=K``, the codec's reconstruction snapped onto that codebook (a snapped rollout's ceiling). A
 rollout that goes NaN or inf is counted in the last column (from its first such frame) and its frames from there on
 are not scored.
 """
@@ -37,6 +38,7 @@ from lightning_ssmvid.utils.files import write_json_atomic
 
 KEPT = 0.8  # a rollout "keeps" the occluder when this share of its band stays as in the real video
 FOREGROUND_BAND, MIN_MOTION = (0.5, 2.0), 0.3  # a rollout keeps its objects and their motion within these ratios
+PER_SETTING = {"codec_snapped"}  # references that depend on the setting (its snap), one row per setting
 
 
 def keeps_objects(figures: dict) -> bool:
@@ -79,10 +81,14 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         out.append([setting, str(len(runs)), *cells, f"{sum(map(keeps_objects, mine))} of {len(mine)}", kept(mine),
                     f"{len(diverged)} of {len(mine)}" + (f" (from frame {min(diverged)})" if diverged else "")])
     first = [r for r in rows if r["setting"] == rows[0]["setting"]]
-    for name, label in REFERENCE_NAMES.items():  # scored against the same context, once per clip
+    references = [(name, label, first) for name, label in REFERENCE_NAMES.items() if name not in PER_SETTING]
+    references += [(name, f"{label}, {setting}", [r for r in rows if r["setting"] == setting])
+                   for name, label in REFERENCE_NAMES.items() if name in PER_SETTING
+                   for setting in dict.fromkeys(r["setting"] for r in rows)]
+    for name, label, scored_rows in references:  # scored against the same context, once per clip
         # runs on one data set and codec score the same clip the same: counted once
         unique = {(r["video"], json.dumps(r["references"][name], sort_keys=True)): r["references"][name]
-                  for r in first if name in r.get("references", {})}
+                  for r in scored_rows if name in r.get("references", {})}
         scored = list(unique.values())
         if not scored:
             continue

@@ -24,6 +24,7 @@ from lightning_ssmvid.generate import (
     iter_real_frames,
     load_checkpoint,
     read_context,
+    rollout_codebook,
     run_folder,
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
@@ -80,6 +81,8 @@ def run(cfg: DictConfig) -> Path:
         raise ValueError(f"horizons={list(cfg.horizons)} and context={cfg.context} must be >= 1")
     horizons = sorted(set(cfg.horizons))
     model = load_checkpoint(cfg.ckpt_path)
+    if cfg.get("snap"):
+        model.rollout_snap = rollout_codebook(model, cfg.ckpt_path, cfg.snap, cfg.snap_pooled)
     sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise, cfg.reencode)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)

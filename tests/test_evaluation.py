@@ -28,7 +28,9 @@ EVAL = ["callbacks.evaluation.n_clips=2", "callbacks.evaluation.context=8", "cal
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("eval_run")
-    train(compose_config(out, data_dir, *LONG_MEMORY_TINY, *EVAL, "logger=csv", "arm=cue"))
+    tiny = [o for o in LONG_MEMORY_TINY if not o.startswith("codec.latent_dim=")]  # a 4 x 4 x 1 grid + 8 pooled dims
+    train(compose_config(out, data_dir, *tiny, "codec.latent_dim=24", "codec.global_dim=8", *EVAL, "logger=csv",
+                         "arm=cue"))
     GlobalHydra.instance().clear()
     return out / "run"
 
@@ -141,6 +143,37 @@ def test_generate_scores_the_scene_of_a_long_memory_clip_and_reencode_is_a_setti
     model.rollout_reencode = True
     assert torch.equal(model.generate(context, 6), model.generate(context, 6, reencode=True))
     assert not torch.equal(model.generate(context, 6), model.generate(context, 6, reencode=False))
+
+
+def test_generate_snaps_each_generated_latent_onto_a_codebook_of_training_cells(trained_run, tmp_path):
+    """``snap=K`` fits K centroids on the run's training clips once (kept in the run folder), every generated latent's
+    grid cells are centroids, and the snapped codec reconstruction is scored beside the plain one."""
+    from lightning_ssmvid.codecs.codebook import CellCodebook
+    from lightning_ssmvid.generate import rollout_codebook, run
+    from lightning_ssmvid.utils.config import compose_config
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    result = run(compose_config("generate", f"ckpt_path={ckpt}", "frames=12", "snap=16", "snap_pooled=4",
+                                "progress=false", f"out={tmp_path / 's.mp4'}"))
+    path = trained_run / "codebooks" / "cells_k16_pooled4.npz"
+    assert path.is_file() and "codec_snapped" in result["references"]
+    model = load_model(str(ckpt))
+    assert model.codec.global_dim > 0  # the long-memory protocol's codec has frame-pooled dims, snapped here too
+    sampling = json.loads((tmp_path / "s.json").read_text())["sampling"]
+    assert (sampling["snap"], sampling["snap_pooled"]) == (16, 4)
+    book = rollout_codebook(model, ckpt, 16, 4)  # read back, not refitted
+    torch.testing.assert_close(book.centroids, CellCodebook.load(path, model.codec).centroids)
+    model.rollout_snap = book
+    with torch.no_grad():
+        z_hat, state = model.predict_latents(model.codec.encode(torch.rand(1, 4, 3, 32, 32)))
+        latents = list(model.rollout_latents(z_hat[:, -1], state, 5))
+    centroids, pooled = {tuple(c.tolist()) for c in book.centroids}, {tuple(c.tolist()) for c in book.pooled}
+    assert all({tuple(c.tolist()) for c in book.cells(latent)} <= centroids for latent in latents)
+    assert all({tuple(z.tolist()) for z in latent[:, -model.codec.global_dim:]} <= pooled for latent in latents)
+    with pytest.raises(ValueError, match="snap=1"):
+        rollout_codebook(model, ckpt, 1)
+    with pytest.raises(ValueError, match="snap_pooled=1"):
+        rollout_codebook(model, ckpt, 16, 1)
 
 
 def test_one_step_reference_is_the_teacher_forced_draw_of_each_real_frame(trained_run, monkeypatch):

@@ -168,14 +168,15 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
     from lightning_ssmvid import rollout_table
 
     monkeypatch.setattr(sys, "argv", ["rollout_table", "--runs", str(smoke_ckpt.parent.parent), "--settings",
-                                      "temperature=1", "temperature=0 steps=2", "--videos", "0", "1",
+                                      "temperature=1", "temperature=0 steps=2 snap=8", "--videos", "0", "1",
                                       "--frames", "20", "--out", str(tmp_path)])
     rollout_table.main()
     rows = json.loads((tmp_path / "rollouts.json").read_text())
+    snapped = "temperature=0 steps=2 snap=8"
     assert [(r["setting"], r["video"]) for r in rows] == [("temperature=1", 0), ("temperature=1", 1),
-                                                         ("temperature=0 steps=2", 0), ("temperature=0 steps=2", 1)]
+                                                         (snapped, 0), (snapped, 1)]
     table = (tmp_path / "rollouts.md").read_text().splitlines()
-    assert len(table) == 10 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
+    assert len(table) == 11 and table[4].startswith("| temperature=1 | 1 |") and "motion_ratio_h17-20" in table[2]
     assert table[2].endswith("| objects kept (0.5-2.0x) and moving (>= 0.3x) in every band | occluder kept (>= 0.8) "
                              "in the last band | diverged (NaN/inf) |") and table[4].endswith("| 0 of 2 |")
     assert table[6].split(" | ")[-3] == "2 of 2"  # the real video keeps its objects and their motion
@@ -183,6 +184,8 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
     assert table[7].startswith("| the codec's reconstruction of it | – |")
     assert table[8].startswith("| the last context frame held (copy-last) | – |")
     assert table[9].startswith("| the model's one-step draws of it (teacher-forced) | – |")
+    snapped_row = f"| the codec's reconstruction, each latent snapped onto the codebook (snap), {snapped} |"
+    assert table[10].startswith(snapped_row)
     assert not (tmp_path / "last.mp4").exists()
 
 
