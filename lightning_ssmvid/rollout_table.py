@@ -3,6 +3,8 @@
     python -m lightning_ssmvid.rollout_table --runs 'logs/mamba2_short/runs/*' --settings reencode=false reencode=true
     python -m lightning_ssmvid.rollout_table --runs 'logs/smoke/runs/*' --settings temperature=1 temperature=0.6 \\
         --frames 500 --out reports/rollouts/smoke
+    python -m lightning_ssmvid.rollout_table --merge reports/rollouts/{a,b}/rollouts.json --frames 480 \\
+        --out reports/rollouts/both   # earlier tables (one per seed, say) as one table; nothing is rolled out
 
 Each run's ``last.ckpt`` generates ``--frames`` frames after 16 real ones from each ``--videos`` clip of its
 validation split, once per setting (``make generate``'s keys: ``conf/generate.yaml``; seed 0), and each result is
@@ -27,6 +29,7 @@ import argparse
 import glob
 import json
 import math
+import re
 from pathlib import Path
 
 from lightning_ssmvid.generate import REFERENCE_NAMES
@@ -58,9 +61,17 @@ def roll_out(ckpt: Path, setting: str, video: int, frames: int, out: Path) -> di
             "nonfinite_from": result.get("nonfinite_from"), "references": result.get("references", {})}
 
 
+def column_order(key: str) -> tuple[int, int, int]:
+    """Persistence, then scene; band by band; the kinds in a fixed order (rows read back from json come sorted)."""
+    kinds = ("foreground_ratio", "motion_ratio", "occluder_kept", "colours_kept")
+    kind = next((i for i, name in enumerate(kinds) if key.startswith(name)), len(kinds))
+    band = re.search(r"_h(\d+)", key)
+    return (0 if "ratio_h" in key else 1, int(band.group(1)) if band else 0, kind)
+
+
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per setting: mean ± 95% t interval over runs of each run's mean over clips, for every figure."""
-    keys = [k for k in rows[0] if ("ratio_h" in k or "kept_h" in k)]
+    keys = sorted((k for k in rows[0] if ("ratio_h" in k or "kept_h" in k)), key=column_order)
     objects = f"objects kept ({FOREGROUND_BAND[0]}-{FOREGROUND_BAND[1]}x) and moving (>= {MIN_MOTION}x) in every band"
     header = ["setting", "runs", *keys, objects, f"occluder kept (>= {KEPT}) in the last band", "diverged (NaN/inf)"]
     last = next((k for k in reversed(keys) if k.startswith("occluder_kept_")), None)  # the last band's occluder
@@ -100,29 +111,57 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
+def roll_out_runs(patterns: list[str], settings: list[str], videos: list[int], frames: int, out: Path) -> list[dict]:
+    """Every run folder matching ``patterns`` x setting x video rolled out; rows kept in ``out/rollouts.json``."""
+    runs = sorted(Path(p) for pattern in patterns for p in glob.glob(pattern) if (Path(p) / "checkpoints").is_dir())
+    if not runs:
+        raise SystemExit(f"error: no run folders match {patterns}")
+    rows = []
+    for run_dir in runs:
+        for setting in settings:
+            for video in videos:
+                figures = roll_out(run_dir / "checkpoints" / "last.ckpt", setting, video, frames, out)
+                rows.append({"run": str(run_dir), "setting": setting, "video": video, **figures})
+                write_json_atomic(out / "rollouts.json", rows)
+    return rows
+
+
+def merged(paths: list[Path]) -> list[dict]:
+    """The rows of earlier tables' ``rollouts.json`` files (e.g. one per seed), tabulated as one."""
+    rows = []
+    for path in paths:
+        try:
+            rows += json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: {path} is not a readable rollouts.json ({error})") from None
+    if not rows:
+        raise SystemExit(f"error: no rollouts in {[str(p) for p in paths]}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="run folders (shell patterns)")
+    parser.add_argument("--runs", nargs="+", help="run folders (shell patterns)")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="instead of rolling out: tabulate the rollouts.json files of earlier tables together")
     parser.add_argument("--settings", nargs="+", default=["reencode=false"], help='"k=v k=v" per setting')
     parser.add_argument("--videos", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--frames", type=int, default=480)
     parser.add_argument("--out", type=Path, default=Path("reports/rollouts"))
     args = parser.parse_args()
-    runs = sorted(Path(p) for pattern in args.runs for p in glob.glob(pattern) if (Path(p) / "checkpoints").is_dir())
-    if not runs:
-        raise SystemExit(f"error: no run folders match {args.runs}")
-    rows = []
-    for run_dir in runs:
-        for setting in args.settings:
-            for video in args.videos:
-                figures = roll_out(run_dir / "checkpoints" / "last.ckpt", setting, video, args.frames, args.out)
-                rows.append({"run": str(run_dir), "setting": setting, "video": video, **figures})
-                write_json_atomic(args.out / "rollouts.json", rows)
+    if bool(args.runs) == bool(args.merge):
+        raise SystemExit("error: give --runs (roll out) or --merge (tabulate earlier rollouts.json files), not both")
+    rows = merged(args.merge) if args.merge else roll_out_runs(args.runs, args.settings, args.videos, args.frames,
+                                                               args.out)
+    args.videos = sorted({r["video"] for r in rows})
+    args.settings = list(dict.fromkeys(r["setting"] for r in rows))
     header, body = table(rows)
     title = f"Rollouts ({args.frames} frames after 16 real ones; clips {args.videos} of each run's validation split)"
     lines = [f"# {title}",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
              *("| " + " | ".join(row) + " |" for row in body)]
+    if args.merge:
+        write_json_atomic(args.out / "rollouts.json", rows)
     (args.out / "rollouts.md").write_text("\n".join(lines) + "\n")
     for scratch in ("last.mp4", "last.json"):
         (args.out / scratch).unlink(missing_ok=True)

@@ -188,6 +188,19 @@ def test_rollout_table_tabulates_settings_over_runs(smoke_ckpt, tmp_path, monkey
     assert table[10].startswith(snapped_row)
     assert not (tmp_path / "last.mp4").exists()
 
+    def no_rollout(*args, **kwargs):
+        raise AssertionError("--merge must not roll anything out")
+
+    monkeypatch.setattr(rollout_table, "roll_out", no_rollout)
+    monkeypatch.setattr(sys, "argv", ["rollout_table", "--merge", str(tmp_path / "rollouts.json"), "--frames", "20",
+                                      "--out", str(tmp_path / "merged")])
+    rollout_table.main()  # an earlier table's rows, tabulated again: the same table
+    assert (tmp_path / "merged" / "rollouts.md").read_text().splitlines() == table
+    assert json.loads((tmp_path / "merged" / "rollouts.json").read_text()) == rows
+    monkeypatch.setattr(sys, "argv", ["rollout_table", "--merge", str(tmp_path / "nothing.json")])
+    with pytest.raises(SystemExit, match="not a readable rollouts.json"):
+        rollout_table.main()
+
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="checkpoint .*no.ckpt does not exist"):
