@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -232,7 +233,10 @@ def rollout_codebook(model, ckpt: str | Path, k: int, k_pooled: int = 0, n_video
                              + (", or 0 for none" if name == "snap_pooled" else ""))
     path = run_folder(ckpt) / "codebooks" / f"cells_k{int(k)}_pooled{int(k_pooled)}.npz"
     if path.is_file():
-        return CellCodebook.load(path, model.codec)
+        try:
+            return CellCodebook.load(path, model.codec)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a cache: refit, never trust it
+            print(f"refitting the codebook: {path} is damaged or not this codec's ({error})")
     data = dict(model.run_config["data"])
     frame_size = int(data.get("frame_size") or 32)
 

@@ -170,6 +170,9 @@ def test_generate_snaps_each_generated_latent_onto_a_codebook_of_training_cells(
     centroids, pooled = {tuple(c.tolist()) for c in book.centroids}, {tuple(c.tolist()) for c in book.pooled}
     assert all({tuple(c.tolist()) for c in book.cells(latent)} <= centroids for latent in latents)
     assert all({tuple(z.tolist()) for z in latent[:, -model.codec.global_dim:]} <= pooled for latent in latents)
+    path.write_bytes(b"not an npz")  # a damaged cache file is refitted, not trusted or fatal
+    torch.testing.assert_close(rollout_codebook(model, ckpt, 16, 4).centroids, book.centroids)
+    assert CellCodebook.load(path, model.codec).centroids.shape == (16, 1)
     with pytest.raises(ValueError, match="snap=1"):
         rollout_codebook(model, ckpt, 1)
     with pytest.raises(ValueError, match="snap_pooled=1"):
