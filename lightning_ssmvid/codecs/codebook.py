@@ -95,7 +95,7 @@ class CellCodebook:
             raise ValueError("snapping needs a codec with a latent grid (codecs/conv.py)")
         book = cls(torch.zeros(1, codec.latent_channels), codec.grid, codec.global_dim)
         with torch.no_grad():
-            latents = torch.cat([codec.encode(batch) for batch in frames])
+            latents = torch.cat([codec.encode(batch).float().cpu() for batch in frames])  # k-means on the CPU generator
         cells = book.cells(latents)
         generator = torch.Generator().manual_seed(seed)
         if cells.shape[0] > max_cells:
