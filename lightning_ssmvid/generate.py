@@ -227,10 +227,10 @@ def rollout_codebook(model, ckpt: str | Path, k: int, k_pooled: int = 0, n_video
     ``RUN/codebooks/cells_k{k}_pooled{k_pooled}.npz`` so that later rollouts of the run reuse it."""
     from lightning_ssmvid.codecs.codebook import CellCodebook
 
-    for name, value, least in (("snap", k, 2), ("snap_pooled", k_pooled, 0)):
-        if int(value) != value or value < least or (name == "snap_pooled" and value == 1):
-            raise ValueError(f"{name}={value}: must be an integer >= 2 (the number of centroids)"
-                             + (", or 0 for none" if name == "snap_pooled" else ""))
+    if int(k) != k or k < 2:
+        raise ValueError(f"snap={k}: must be an integer >= 2 (the number of centroids)")
+    if int(k_pooled) != k_pooled or k_pooled < 0 or k_pooled == 1:
+        raise ValueError(f"snap_pooled={k_pooled}: must be an integer >= 2 (the number of centroids), or 0 for none")
     path = run_folder(ckpt) / "codebooks" / f"cells_k{int(k)}_pooled{int(k_pooled)}.npz"
     if path.is_file():
         try:

@@ -52,6 +52,12 @@ def kmeans(points: Tensor, k: int, iters: int = 25, seed: int = 0) -> Tensor:
     return centroids
 
 
+def grid_cells(latents: Tensor, channels: int, grid: int) -> Tensor:
+    """(..., latent_dim) -> (N, channels): every grid cell of every latent, the grid stored channels first."""
+    flat = latents.reshape(-1, latents.shape[-1])[:, : channels * grid * grid]
+    return flat.reshape(-1, channels, grid * grid).transpose(1, 2).reshape(-1, channels)
+
+
 class CellCodebook:
     """Snap each grid cell of a codec latent (..., latent_dim) to its nearest of ``centroids`` (K, latent_channels),
     and, with ``pooled`` (P, global_dim), its frame-pooled dims to their nearest row of ``pooled``.
@@ -67,9 +73,7 @@ class CellCodebook:
 
     def cells(self, latents: Tensor) -> Tensor:
         """(..., latent_dim) -> (N, latent_channels): every grid cell of every latent."""
-        n_grid = self.channels * self.grid * self.grid
-        grid = latents.reshape(-1, latents.shape[-1])[:, :n_grid].reshape(-1, self.channels, self.grid * self.grid)
-        return grid.transpose(1, 2).reshape(-1, self.channels)
+        return grid_cells(latents, self.channels, self.grid)
 
     def __call__(self, latents: Tensor) -> Tensor:
         """(..., latent_dim) -> the same shape, each grid cell (and the pooled part) the nearest centroid."""
@@ -93,10 +97,9 @@ class CellCodebook:
         their frame-pooled parts, if the codec has any (at most one centroid per frame: more would be the frames)."""
         if codec.global_dim >= codec.latent_dim or not hasattr(codec, "latent_channels"):
             raise ValueError("snapping needs a codec with a latent grid (codecs/conv.py)")
-        book = cls(torch.zeros(1, codec.latent_channels), codec.grid, codec.global_dim)
         with torch.no_grad():
             latents = torch.cat([codec.encode(batch).float().cpu() for batch in frames])  # k-means on the CPU generator
-        cells = book.cells(latents)
+        cells = grid_cells(latents, codec.latent_channels, codec.grid)
         generator = torch.Generator().manual_seed(seed)
         if cells.shape[0] > max_cells:
             cells = cells[torch.randperm(cells.shape[0], generator=generator)[:max_cells]]
