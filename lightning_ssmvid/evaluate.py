@@ -7,6 +7,7 @@ teacher-forced losses and the rollout evaluation on ``split`` (``val``: ``traine
 folder's ``summary.json`` (under ``evaluation.<split>``), ``eval_<split>/curves.json`` and W&B (a run with
 ``job_type=eval`` in the training run's group). Overrides that would change the model are refused, except the
 sampling settings (``head.temperature``, ``head.steps``, ``model.rollout_noise``; ``lightning_ssmvid/sampling.py``).
+``snap=K snap_pooled=P snap_feedback=G`` snap the rollouts onto real latents, as ``generate``'s keys of those names.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_ssmvid.callbacks.evaluation import RolloutEvaluation
-from lightning_ssmvid.model import load_model
+from lightning_ssmvid.generate import load_checkpoint, set_rollout_snap
 from lightning_ssmvid.sampling import EVALUATE_KEYS, apply_sampling
 from lightning_ssmvid.utils.checkpoints import check_targets
 from lightning_ssmvid.utils.config import CONFIG_DIR, compose_train_config, instantiate_list
@@ -32,13 +33,18 @@ from lightning_ssmvid.utils.files import write_json_atomic
 from lightning_ssmvid.utils.loggers import finish_wandb
 
 
-def evaluate(ckpt_path: str, overrides: list[str] | None = None, split: str = "val") -> dict:
+def evaluate(ckpt_path: str, overrides: list[str] | None = None, split: str = "val", snap: int = 0,
+             snap_pooled: int = 256, snap_feedback: float = 0.0) -> dict:
     """Validate (``split="val"``) or test (``"test"``) ``ckpt_path``; return the logged metrics (also merged into the
-    run's ``summary.json``)."""
+    run's ``summary.json``). ``snap > 0`` snaps its rollouts onto a codebook of real latents, as generate does."""
     if split not in ("val", "test"):
         raise UserError(f"split={split}: must be val or test")
-    model = load_model(ckpt_path)
+    model = load_checkpoint(ckpt_path)
     check_targets(model.run_config, str(ckpt_path))  # data, loggers and callbacks are built from it too
+    try:
+        set_rollout_snap(model, ckpt_path, snap, snap_pooled, snap_feedback)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     overrides = [o.lstrip("+") for o in overrides or []]  # Hydra's "+key=value"/"++key=value" add a key; so does this
     cfg = apply_overrides(OmegaConf.create(model.run_config), overrides)
     refuse_model_changes(model.run_config, cfg, overrides)
@@ -118,7 +124,8 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-TASK_KEYS = ("ckpt_path", "split", "experiment")  # keys of evaluate itself; the others change the run's config
+TASK_KEYS = ("ckpt_path", "split", "experiment", "snap", "snap_pooled", "snap_feedback")  # evaluate's own keys;
+# the others change the run's config
 
 
 def with_run_experiment(argv: list[str]) -> list[str]:
@@ -142,7 +149,8 @@ def with_run_experiment(argv: list[str]) -> list[str]:
 def main(cfg: DictConfig) -> None:
     overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in TASK_KEYS]
     with user_errors():  # a user's mistake: one line, exit status 2
-        metrics = evaluate(cfg.ckpt_path, overrides, split=cfg.split)
+        metrics = evaluate(cfg.ckpt_path, overrides, split=cfg.split, snap=cfg.snap, snap_pooled=cfg.snap_pooled,
+                           snap_feedback=cfg.snap_feedback)
     for key, value in sorted(metrics.items()):
         print(f"{key:40s} {value:.6g}")
 

@@ -171,10 +171,15 @@ def generate_video(
 
 # ---------------------------------------------------------------------------------------------- data, checkpoint
 def load_checkpoint(ckpt: str | Path, device: str = "cpu"):
-    """``load_model`` (a missing, damaged or hostile file is a one-line ``UserError``) on ``device``."""
+    """``load_model`` (a missing, damaged or hostile file is a one-line ``UserError``) on ``device``; a model trained
+    on snapped latents (``model.train_snap``) gets its training codebook back, and its rollouts snap onto it."""
     from lightning_ssmvid.model import load_model
 
-    return load_model(str(ckpt), map_location="cpu").to(device)
+    model = load_model(str(ckpt), map_location="cpu").to(device)
+    if getattr(model, "train_snap", 0):
+        model.train_snap_book = model.rollout_snap = rollout_codebook(model, ckpt, model.train_snap,
+                                                                      model.train_snap_pooled)
+    return model
 
 
 def run_folder(ckpt: str | Path) -> Path:
@@ -220,34 +225,58 @@ def dataset_video(data_config: dict, split: str = "val", index: int = 0) -> Path
     return videos[index]
 
 
-def rollout_codebook(model, ckpt: str | Path, k: int, k_pooled: int = 0, n_videos: int = 16, every: int = 8):
-    """The ``CellCodebook`` that ``snap=k snap_pooled=k_pooled`` snaps a rollout onto: ``k`` centroids of grid cells
-    and ``k_pooled`` of frame-pooled parts (0: those stay as drawn), fitted on every ``every``-th frame of the first
-    ``n_videos`` training videos of the run's data set, encoded by its codec, and kept in
-    ``RUN/codebooks/cells_k{k}_pooled{k_pooled}.npz`` so that later rollouts of the run reuse it."""
+def rollout_codebook(model, ckpt: str | Path, k: int, k_pooled: int = 0):
+    """The ``CellCodebook`` that ``snap=k snap_pooled=k_pooled`` snaps a rollout onto (``run_codebook`` of the
+    checkpoint's run folder)."""
+    return run_codebook(run_folder(ckpt), model.codec, model.run_config["data"], k, k_pooled)
+
+
+def run_codebook(run_dir: Path, codec, data_config: dict, k: int, k_pooled: int = 0, n_videos: int = 16,
+                 every: int = 8):
+    """``k`` k-means centroids of grid cells and ``k_pooled`` of frame-pooled parts (0: those stay as drawn), fitted
+    on every ``every``-th frame of the first ``n_videos`` training videos of ``data_config``'s data set, encoded by
+    ``codec``, and kept in ``run_dir/codebooks/cells_k{k}_pooled{k_pooled}.npz``, so that later rollouts of the run
+    (and a run trained on snapped latents, ``model.train_snap``) reuse it. A damaged cache is refitted."""
     from lightning_ssmvid.codecs.codebook import CellCodebook
 
     if int(k) != k or k < 2:
         raise ValueError(f"snap={k}: must be an integer >= 2 (the number of centroids)")
     if int(k_pooled) != k_pooled or k_pooled < 0 or k_pooled == 1:
         raise ValueError(f"snap_pooled={k_pooled}: must be an integer >= 2 (the number of centroids), or 0 for none")
-    path = run_folder(ckpt) / "codebooks" / f"cells_k{int(k)}_pooled{int(k_pooled)}.npz"
+    path = Path(run_dir) / "codebooks" / f"cells_k{int(k)}_pooled{int(k_pooled)}.npz"
     if path.is_file():
         try:
-            return CellCodebook.load(path, model.codec)
+            return CellCodebook.load(path, codec)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a cache: refit, never trust it
             print(f"refitting the codebook: {path} is damaged or not this codec's ({error})")
-    data = dict(model.run_config["data"])
+    data = dict(data_config)
     frame_size = int(data.get("frame_size") or 32)
+    device = next(codec.parameters()).device
 
     def batches() -> Iterator[Tensor]:
         for video in dataset_videos(data, "train")[:n_videos]:
             reader = open_video(video, frame_size)
-            yield to_unit(read_frames(reader, 0, len(reader) // every, every, frame_size)).to(model.device)
+            yield to_unit(read_frames(reader, 0, len(reader) // every, every, frame_size)).to(device)
 
-    codebook = CellCodebook.fit(model.codec.eval(), batches(), int(k), int(k_pooled))
+    was_training = codec.training
+    codebook = CellCodebook.fit(codec.eval(), batches(), int(k), int(k_pooled))
+    codec.train(was_training)  # a codec fitted on at the start of training goes on in the mode it was in
     codebook.save(path)
     return codebook
+
+
+def set_rollout_snap(model, ckpt: str | Path, k: int, k_pooled: int = 256, feedback: float = 0.0) -> None:
+    """Snap ``model``'s rollouts onto ``rollout_codebook(model, ckpt, k, k_pooled)``, carrying ``feedback`` times each
+    snap's error on (``snap``, ``snap_pooled`` and ``snap_feedback`` of generate, strip and evaluate); ``k=0`` snaps
+    nothing. A feedback outside [0, 1], or one without a codebook, is a ``ValueError``."""
+    feedback = float(feedback or 0.0)
+    if not 0.0 <= feedback <= 1.0:
+        raise ValueError(f"snap_feedback={feedback}: must be in [0, 1] (the share of each snap's error carried on)")
+    if feedback and not k:
+        raise ValueError(f"snap_feedback={feedback} needs snap=K (a codebook to snap onto)")
+    if k:
+        model.rollout_snap = rollout_codebook(model, ckpt, k, k_pooled)
+        model.rollout_snap_feedback = feedback
 
 
 def read_context(path: str | Path, n_context: int, frame_size: int, stride: int = 1):
@@ -350,8 +379,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.frames < 1 or cfg.context < 1:
         raise ValueError(f"frames={cfg.frames} and context={cfg.context} must be >= 1")
     model = load_checkpoint(cfg.ckpt_path, cfg.device)
-    if cfg.get("snap"):
-        model.rollout_snap = rollout_codebook(model, cfg.ckpt_path, cfg.snap, cfg.snap_pooled)
+    set_rollout_snap(model, cfg.ckpt_path, cfg.snap, cfg.snap_pooled, cfg.snap_feedback)
     sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise, cfg.reencode)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)

@@ -86,6 +86,8 @@ class VideoModel(L.LightningModule):
         own_input_from_epoch: int = 0,
         rollout_loss_steps: int = 0,
         rollout_loss_weight: float = 1.0,
+        train_snap: int = 0,
+        train_snap_pooled: int = 256,
     ):
         super().__init__()
         self.codec, self.core = codec, core
@@ -121,6 +123,15 @@ class VideoModel(L.LightningModule):
         # noise-augmented context (diffusion forcing, GameNGen): inputs corrupted at a level the core is told
         self.context_noise, self.rollout_noise, self.rollout_reencode = context_noise, rollout_noise, rollout_reencode
         self.rollout_snap = None  # a CellCodebook (codecs/codebook.py) that each generated latent is snapped onto
+        self.rollout_snap_feedback = 0.0  # the share of each snap error added to the next prediction (error diffusion)
+        if train_snap and (int(train_snap) != train_snap or train_snap < 2):
+            raise UserError(f"model.train_snap={train_snap}: must be 0 (off) or the number of centroids (>= 2)")
+        if int(train_snap_pooled) != train_snap_pooled or train_snap_pooled < 0 or train_snap_pooled == 1:
+            raise UserError(f"model.train_snap_pooled={train_snap_pooled}: must be 0 (pooled dims as they are) or "
+                            f"the number of centroids (>= 2)")
+        # train on latents snapped onto a codebook of real cells (as its rollouts are): set by prepare_two_stage
+        self.train_snap, self.train_snap_pooled = int(train_snap), int(train_snap_pooled)
+        self.train_snap_book = None
         self.noise_embed = nn.Linear(1, d_model) if context_noise > 0 else None
         if self.noise_embed is not None:
             nn.init.zeros_(self.noise_embed.weight)
@@ -194,6 +205,10 @@ class VideoModel(L.LightningModule):
         frames = batch.get("frames")
         x = None if frames is None else to_unit(frames)
         z = self.codec.encode(x) if x is not None else batch["latents"].to(self.dtype)
+        if self.train_snap:  # inputs and targets on the codebook the rollout snaps onto
+            if self.train_snap_book is None or x is not None:
+                raise UserError("model.train_snap needs the two-stage latents and their codebook (stages=two_stage)")
+            z = self.train_snap_book(z)
         weight = batch["valid"].to(z) if "valid" in batch else torch.ones(z.shape[0], device=z.device)
         weight = weight / weight.sum().clamp_min(1)  # an all-invalid (padding) batch gives a zero loss, graph intact
         mse = lambda pred, target: ((pred - target).square().flatten(1).mean(1) * weight).sum()  # noqa: E731
@@ -398,12 +413,19 @@ class VideoModel(L.LightningModule):
 
         Each prediction is snapped onto ``rollout_snap``'s codebook (when set) and fed back (``reencode``, default
         ``rollout_reencode``: decoded and encoded again), told as corrupted at ``rollout_noise``; a stochastic head
-        draws each frame with ``generator``. Only the state is kept between steps, so memory is constant for cores
-        with a bounded state."""
+        draws each frame with ``generator``. With ``rollout_snap_feedback = g > 0`` the snap's error (prediction minus
+        centroid) times ``g`` is added to the next prediction before it is snapped (error diffusion, as in dithering):
+        a change smaller than the codebook's spacing, which plain snapping erases at every step, accumulates until it
+        moves the frame to another centroid. Only the state (and that error, one latent) is kept between steps, so
+        memory is constant for cores with a bounded state."""
         reencode = self.rollout_reencode if reencode is None else reencode
+        snap_error = None
         for i in range(n_steps):
             if self.rollout_snap is not None:
-                z_next = self.rollout_snap(z_next)
+                if snap_error is not None and self.rollout_snap_feedback:
+                    z_next = z_next + self.rollout_snap_feedback * snap_error
+                snapped = self.rollout_snap(z_next)
+                snap_error, z_next = z_next - snapped, snapped
             yield z_next
             if i + 1 == n_steps:
                 return

@@ -1,15 +1,16 @@
 """Sampling settings an inference command may change on a trained model (they are not weights).
 
     generate/strip: ``temperature=0.7 steps=16 rollout_noise=0.1 reencode=true snap=1024``
-    evaluate:       ``head.temperature=0.7 head.steps=16 model.rollout_noise=0.1 model.rollout_reencode=true``
+    evaluate:       ``head.temperature=0.7 head.steps=16 model.rollout_noise=0.1 model.rollout_reencode=true snap=1024``
 
 ``temperature`` scales a stochastic head's starting noise, ``steps`` is its number of Euler steps per frame, and
 ``rollout_noise`` is the context-noise level the core is told its own generated inputs carry (diffusion forcing's
 inference trick; only meaningful for a model trained with ``model.context_noise``), and ``reencode`` feeds back each
-generated frame decoded and encoded again (``model.rollout_reencode``) instead of its latent. ``snap=K`` (generate
-and strip only) snaps each generated latent's grid cells onto K k-means centroids of real training frames' cells,
+generated frame decoded and encoded again (``model.rollout_reencode``) instead of its latent. ``snap=K`` (generate,
+strip and evaluate) snaps each generated latent's grid cells onto K k-means centroids of real training frames' cells,
 and its frame-pooled dims onto ``snap_pooled`` (default 256) centroids of theirs (``codecs/codebook.py``; fitted once
-per run and setting, kept in ``RUN/codebooks/``).
+per run and setting, kept in ``RUN/codebooks/``); ``snap_feedback=g`` carries ``g`` times each snap's error into the
+next prediction (error diffusion: changes smaller than the codebook's spacing add up instead of being erased).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def sampling_settings(model) -> dict:
         out["snap"] = int(model.rollout_snap.centroids.shape[0])
         pooled = model.rollout_snap.pooled
         out["snap_pooled"] = 0 if pooled is None else int(pooled.shape[0])
+        out["snap_feedback"] = float(model.rollout_snap_feedback)
     for name in ("temperature", "steps"):
         if hasattr(model.head, name):
             out[name] = getattr(model.head, name)

@@ -144,3 +144,11 @@ def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> No
     model.codec_source = str(codec_path)
     datamodule.use_latent_cache(cache_dir)
     log.info("two-stage: codec %s, latents %s", codec_path, cache_dir)
+    if getattr(model, "train_snap", 0):
+        from lightning_ssmvid.generate import run_codebook
+
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        model.train_snap_book = run_codebook(Path(cfg.paths.output_dir), model.codec, data, model.train_snap,
+                                             model.train_snap_pooled)
+        model.rollout_snap = model.train_snap_book  # its rollouts snap onto the codebook it was trained on
+        log.info("two-stage: training on latents snapped onto %d cell centroids", model.train_snap)

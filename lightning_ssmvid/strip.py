@@ -24,8 +24,8 @@ from lightning_ssmvid.generate import (
     iter_real_frames,
     load_checkpoint,
     read_context,
-    rollout_codebook,
     run_folder,
+    set_rollout_snap,
 )
 from lightning_ssmvid.metrics.persistence import RolloutPersistence, rollout_bands
 from lightning_ssmvid.pictures import to_image
@@ -81,8 +81,7 @@ def run(cfg: DictConfig) -> Path:
         raise ValueError(f"horizons={list(cfg.horizons)} and context={cfg.context} must be >= 1")
     horizons = sorted(set(cfg.horizons))
     model = load_checkpoint(cfg.ckpt_path)
-    if cfg.get("snap"):
-        model.rollout_snap = rollout_codebook(model, cfg.ckpt_path, cfg.snap, cfg.snap_pooled)
+    set_rollout_snap(model, cfg.ckpt_path, cfg.snap, cfg.snap_pooled, cfg.snap_feedback)
     sampling = apply_sampling(model, cfg.temperature, cfg.steps, cfg.rollout_noise, cfg.reencode)
     data = dict(model.run_config["data"])
     frame_size, stride = int(data.get("frame_size") or 32), int(data.get("stride") or 1)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_ssmvid.stages import prepare_two_stage
 from lightning_ssmvid.utils.checkpoints import read_checkpoint
 from lightning_ssmvid.utils.config import CONFIG_DIR, instantiate_list
-from lightning_ssmvid.utils.errors import user_errors
+from lightning_ssmvid.utils.errors import UserError, user_errors
 from lightning_ssmvid.utils.loggers import finish_wandb, instantiate_loggers
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    if model.train_snap and cfg.stages.mode != "two_stage":
+        raise UserError(f"model.train_snap={model.train_snap} snaps the two-stage latents: it needs stages=two_stage")
     if cfg.stages.mode == "two_stage":
         prepare_two_stage(cfg, datamodule, model)
     elif cfg.stages.mode != "joint":

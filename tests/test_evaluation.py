@@ -83,10 +83,12 @@ def test_the_evaluate_command_recomposes_the_saved_config_with_overrides(trained
     """The Hydra app: ckpt_path= plus overrides of the run's saved config; a key no config has is one error."""
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     done = subprocess.run([sys.executable, "-m", "lightning_ssmvid.evaluate", f"ckpt_path={ckpt}",
-                           "callbacks.evaluation.n_clips=1", "logger=csv"], capture_output=True, text=True, cwd=REPO)
+                           "callbacks.evaluation.n_clips=1", "logger=csv", "snap=16", "snap_pooled=4"],
+                          capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     evaluation = json.loads((trained_run / "summary.json").read_text())["evaluation"]["val"]
-    assert evaluation["overrides"] == ["callbacks.evaluation.n_clips=1", "logger=csv"]
+    assert evaluation["overrides"] == ["callbacks.evaluation.n_clips=1", "logger=csv"]  # snap is evaluate's own key
+    assert (evaluation["sampling"]["snap"], evaluation["sampling"]["snap_pooled"]) == (16, 4)
     assert "val/loss" in evaluation["metrics"] and "val/psnr_h1-16" in evaluation["metrics"]
     wrong = subprocess.run([sys.executable, "-m", "lightning_ssmvid.evaluate", f"ckpt_path={ckpt}",
                             "callbacks.evaluation.n_clipz=1"], capture_output=True, text=True, cwd=REPO)
@@ -117,6 +119,20 @@ def test_evaluate_may_change_the_sampling_settings_and_records_them(trained_run)
     assert evaluation["sampling"] == {"rollout_noise": 0.2, "reencode": False}
     with pytest.raises(UserError, match="MSEHead has no temperature"):
         evaluate(ckpt, ["head.temperature=0.5"])
+
+
+def test_evaluate_scores_snapped_rollouts(trained_run):
+    """``snap=K`` snaps the rollouts it scores (PSNR, SSIM, persistence), as generate's key does, and records it."""
+    ckpt = str(trained_run / "checkpoints" / "last.ckpt")
+    plain = evaluate(ckpt, ["callbacks.evaluation.n_clips=1"])
+    snapped = evaluate(ckpt, ["callbacks.evaluation.n_clips=1"], snap=16, snap_pooled=4, snap_feedback=0.5)
+    assert snapped["val/loss"] == pytest.approx(plain["val/loss"])  # teacher-forced: no rollout, nothing snapped
+    assert snapped["val/psnr_h1-16"] != pytest.approx(plain["val/psnr_h1-16"])
+    evaluation = json.loads((trained_run / "summary.json").read_text())["evaluation"]["val"]
+    assert evaluation["sampling"] == {"rollout_noise": 0.0, "reencode": False, "snap": 16, "snap_pooled": 4,
+                                      "snap_feedback": 0.5}
+    with pytest.raises(UserError, match="snap_feedback=2.0"):
+        evaluate(ckpt, snap=16, snap_feedback=2)
 
 
 
@@ -154,13 +170,13 @@ def test_generate_snaps_each_generated_latent_onto_a_codebook_of_training_cells(
 
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     result = run(compose_config("generate", f"ckpt_path={ckpt}", "frames=12", "snap=16", "snap_pooled=4",
-                                "progress=false", f"out={tmp_path / 's.mp4'}"))
+                                "snap_feedback=0.5", "progress=false", f"out={tmp_path / 's.mp4'}"))
     path = trained_run / "codebooks" / "cells_k16_pooled4.npz"
     assert path.is_file() and "codec_snapped" in result["references"]
     model = load_model(str(ckpt))
     assert model.codec.global_dim > 0  # the long-memory protocol's codec has frame-pooled dims, snapped here too
     sampling = json.loads((tmp_path / "s.json").read_text())["sampling"]
-    assert (sampling["snap"], sampling["snap_pooled"]) == (16, 4)
+    assert (sampling["snap"], sampling["snap_pooled"], sampling["snap_feedback"]) == (16, 4, 0.5)
     book = rollout_codebook(model, ckpt, 16, 4)  # read back, not refitted
     torch.testing.assert_close(book.centroids, CellCodebook.load(path, model.codec).centroids)
     model.rollout_snap = book
@@ -177,6 +193,38 @@ def test_generate_snaps_each_generated_latent_onto_a_codebook_of_training_cells(
         rollout_codebook(model, ckpt, 1)
     with pytest.raises(ValueError, match="snap_pooled=1"):
         rollout_codebook(model, ckpt, 16, 1)
+
+
+def test_snap_feedback_lets_changes_below_the_codebook_spacing_add_up(trained_run, monkeypatch):
+    """A head that moves every cell by 0.3 per frame on a codebook of whole numbers: plain snapping erases the move
+    at every step (the rollout freezes), with ``snap_feedback=1`` the snap error carries it on, so the rollout moves
+    0.3 a frame on average while every frame stays on the codebook and the carried error stays below half a spacing."""
+    from lightning_ssmvid.codecs.codebook import CellCodebook
+    from lightning_ssmvid.generate import set_rollout_snap
+
+    model = load_model(str(trained_run / "checkpoints" / "last.ckpt"))
+    codec = model.codec
+    model.rollout_snap = CellCodebook(torch.arange(-2.0, 20.0)[:, None], codec.grid, codec.global_dim)
+    monkeypatch.setattr(model.head, "sample", lambda h, z, generator=None: z + 0.3)
+    with torch.no_grad():
+        _, state = model.predict_latents(codec.encode(torch.rand(1, 4, 3, 32, 32)))
+    start = torch.zeros(1, codec.latent_dim)
+    n_grid = codec.latent_dim - codec.global_dim
+
+    def cells(feedback: float) -> list[torch.Tensor]:
+        model.rollout_snap_feedback = feedback
+        with torch.no_grad():
+            return [z[0, :n_grid] for z in model.rollout_latents(start, state, 12)]
+
+    assert all(torch.equal(z, torch.zeros(n_grid)) for z in cells(0.0))  # each 0.3 rounded away: frozen
+    carried = cells(1.0)
+    for i, z in enumerate(carried):
+        assert torch.equal(z, z.round()) and (z - 0.3 * i).abs().max() <= 0.5 + 1e-5
+    assert carried[-1].min() >= 3.0  # 11 moves of 0.3: three whole steps
+    with pytest.raises(ValueError, match="snap_feedback=1.5"):
+        set_rollout_snap(model, "unused.ckpt", 16, 4, 1.5)
+    with pytest.raises(ValueError, match="needs snap"):
+        set_rollout_snap(model, "unused.ckpt", 0, 4, 0.5)
 
 
 def test_one_step_reference_is_the_teacher_forced_draw_of_each_real_frame(trained_run, monkeypatch):

@@ -99,6 +99,9 @@ BAD_SIZES = [
     ("data.frame_size=0", "data.frame_size=0: must be an integer >= 8"),
     ("core.d_model=-1", "core.d_model=-1: must be a positive integer"),
     ("stages=two_stage stages.codec_training.steps=0", "stages.codec_training.steps=0: must be an integer >= 1"),
+    ("model.train_snap=1", "model.train_snap=1: must be 0 (off) or the number of centroids (>= 2)"),
+    ("model.train_snap=8", "model.train_snap=8 snaps the two-stage latents: it needs stages=two_stage"),
+    ("model.train_snap_pooled=1", "model.train_snap_pooled=1: must be 0 (pooled dims as they are) or the number"),
     ("data=video_folder", "data.root is not set: pass data.root=DIR, the folder of your videos"),
     ("data=video_folder data.root=/no/such/videos", "data.root: data folder /no/such/videos does not exist"),
 ]

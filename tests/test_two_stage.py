@@ -60,6 +60,35 @@ def test_stages_chain_are_reused_and_invalidated(compose_cfg, tmp_path):
     assert frames.shape == (1, 5, 3, 32, 32) and torch.isfinite(frames).all()
 
 
+def test_train_snap_trains_on_latents_snapped_onto_the_runs_codebook(compose_cfg, tmp_path, monkeypatch):
+    """``model.train_snap=K`` fits K centroids of the stage-1 codec's cells into the run folder; the head learns from
+    latents whose cells and pooled dims are centroids (inputs and targets); the checkpoint's rollouts snap onto the
+    same codebook, read back from the run folder."""
+    from lightning_ssmvid.codecs.codebook import CellCodebook
+    from lightning_ssmvid.generate import load_checkpoint
+    from lightning_ssmvid.heads.mse import MSEHead
+
+    seen, loss = [], MSEHead.loss
+    monkeypatch.setattr(MSEHead, "loss", lambda self, h, z, z_next, generator=None: (
+        seen.append((z.detach().clone(), z_next.detach().clone())) or loss(self, h, z, z_next, generator)))
+    run_dir, summary = run(compose_cfg, tmp_path, "snapped", "codec.latent_dim=24", "codec.global_dim=8",
+                           "model.train_snap=8", "model.train_snap_pooled=3")
+    path = run_dir / "codebooks" / "cells_k8_pooled3.npz"
+    assert path.is_file() and summary["status"] == "finished"
+    model = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    book = CellCodebook.load(path, model.codec)
+    cells, pooled = {tuple(c.tolist()) for c in book.centroids}, {tuple(p.tolist()) for p in book.pooled}
+    assert seen
+    for latents in (t for pair in seen for t in pair):
+        assert {tuple(c.tolist()) for c in book.cells(latents)} <= cells
+        assert {tuple(p.tolist()) for p in latents.reshape(-1, 24)[:, -8:]} <= pooled
+    torch.testing.assert_close(model.rollout_snap.centroids, book.centroids)
+    with torch.no_grad():
+        z_hat, state = model.predict_latents(model.codec.encode(torch.rand(1, 4, 3, 32, 32)))
+        generated = list(model.rollout_latents(z_hat[:, -1], state, 4))
+    assert all({tuple(c.tolist()) for c in book.cells(z)} <= cells for z in generated)
+
+
 def test_user_given_codec_checkpoint_skips_stage_one(compose_cfg, tmp_path):
     run(compose_cfg, tmp_path, "first")
     codec = next((tmp_path / "cache" / "codecs").glob("*/codec.pt"))
