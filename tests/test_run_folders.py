@@ -21,6 +21,25 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     assert all(Path(f).parent == tmp_path for f in folders)
 
 
+def test_commands_that_write_into_a_run_compose_no_run_folder():
+    """evaluate and data.prepare make no run folder of their own: composing them never resolves train's run-folder
+    resolver, which creates a folder each time (a merge over it used to leave two empty ones per command)."""
+    from omegaconf import OmegaConf
+
+    from lightning_ssmvid.utils.config import compose_config
+
+    made = []
+    OmegaConf.clear_resolver("new_run_folder")
+    try:
+        OmegaConf.register_new_resolver("new_run_folder", lambda parent: made.append(parent) or parent, use_cache=True)
+        for name in ("evaluate", "prepare"):
+            compose_config(name, "ckpt_path=x") if name == "evaluate" else compose_config(name)
+        assert made == []
+    finally:
+        OmegaConf.clear_resolver("new_run_folder")
+        OmegaConf.register_new_resolver("new_run_folder", new_run_folder, use_cache=True)
+
+
 @pytest.mark.slow
 def test_two_simultaneous_cli_runs_write_two_folders(tmp_path):
     args = [sys.executable, "-m", "lightning_ssmvid.train", "experiment=smoke", "trainer.fast_dev_run=true",
