@@ -267,16 +267,17 @@ def run_codebook(run_dir: Path, codec, data_config: dict, k: int, k_pooled: int 
 
 def set_rollout_snap(model, ckpt: str | Path, k: int, k_pooled: int = 256, feedback: float = 0.0) -> None:
     """Snap ``model``'s rollouts onto ``rollout_codebook(model, ckpt, k, k_pooled)``, carrying ``feedback`` times each
-    snap's error on (``snap``, ``snap_pooled`` and ``snap_feedback`` of generate, strip and evaluate); ``k=0`` snaps
-    nothing. A feedback outside [0, 1], or one without a codebook, is a ``ValueError``."""
+    snap's error on (``snap``, ``snap_pooled`` and ``snap_feedback`` of generate, strip and evaluate); ``k=0`` keeps
+    the codebook the model has (none, or its training one: ``model.train_snap``). A feedback outside [0, 1], or one
+    with no codebook, is a ``ValueError``."""
     feedback = float(feedback or 0.0)
     if not 0.0 <= feedback <= 1.0:
         raise ValueError(f"snap_feedback={feedback}: must be in [0, 1] (the share of each snap's error carried on)")
-    if feedback and not k:
-        raise ValueError(f"snap_feedback={feedback} needs snap=K (a codebook to snap onto)")
     if k:
         model.rollout_snap = rollout_codebook(model, ckpt, k, k_pooled)
-        model.rollout_snap_feedback = feedback
+    if feedback and getattr(model, "rollout_snap", None) is None:
+        raise ValueError(f"snap_feedback={feedback} needs snap=K (a codebook to snap onto)")
+    model.rollout_snap_feedback = feedback
 
 
 def read_context(path: str | Path, n_context: int, frame_size: int, stride: int = 1):

@@ -223,6 +223,9 @@ def test_snap_feedback_lets_changes_below_the_codebook_spacing_add_up(trained_ru
     assert carried[-1].min() >= 3.0  # 11 moves of 0.3: three whole steps
     with pytest.raises(ValueError, match="snap_feedback=1.5"):
         set_rollout_snap(model, "unused.ckpt", 16, 4, 1.5)
+    set_rollout_snap(model, "unused.ckpt", 0, 4, 0.5)  # snap=0 keeps the model's codebook (a train_snap model's)
+    assert model.rollout_snap_feedback == 0.5
+    model.rollout_snap = None
     with pytest.raises(ValueError, match="needs snap"):
         set_rollout_snap(model, "unused.ckpt", 0, 4, 0.5)
 
