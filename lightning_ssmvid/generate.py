@@ -172,11 +172,12 @@ def generate_video(
 # ---------------------------------------------------------------------------------------------- data, checkpoint
 def load_checkpoint(ckpt: str | Path, device: str = "cpu"):
     """``load_model`` (a missing, damaged or hostile file is a one-line ``UserError``) on ``device``; a model trained
-    on snapped latents (``model.train_snap``) gets its training codebook back, and its rollouts snap onto it."""
+    on snapped latents (``model.train_snap``) snaps its rollouts onto its training codebook (saved in the checkpoint;
+    read from the run folder for a checkpoint without it)."""
     from lightning_ssmvid.model import load_model
 
     model = load_model(str(ckpt), map_location="cpu").to(device)
-    if getattr(model, "train_snap", 0):
+    if getattr(model, "train_snap", 0) and model.train_snap_book is None:
         model.train_snap_book = model.rollout_snap = rollout_codebook(model, ckpt, model.train_snap,
                                                                       model.train_snap_pooled)
     return model

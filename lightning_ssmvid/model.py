@@ -392,6 +392,9 @@ class VideoModel(L.LightningModule):
         checkpoint["stream_state_by_rank"] = gather_state_from_ranks(detach_state(self.stream_state))
         rng = None if self._training_rng is None else {"state": self._training_rng.get_state()}
         checkpoint["training_rng_by_rank"] = gather_state_from_ranks(rng)
+        book = self.train_snap_book  # the codebook it was trained on travels with it (plain tensors)
+        checkpoint["train_snap_codebook"] = None if book is None else {"cells": book.centroids.cpu(),
+                                                                       "pooled": book.pooled}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("run_config")
@@ -486,6 +489,15 @@ def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:
         raise UserError(f"{ckpt_path}: its weights do not fit its own run config ({str(error).splitlines()[0]}); "
                         "the file is damaged or was edited") from None
     model.run_config = run_config
+    book = checkpoint.get("train_snap_codebook")
+    if model.train_snap and isinstance(book, dict):
+        from lightning_ssmvid.codecs.codebook import CellCodebook
+
+        try:
+            model.train_snap_book = model.rollout_snap = CellCodebook.for_codec(book.get("cells"), book.get("pooled"),
+                                                                               model.codec, f"{ckpt_path}'s codebook")
+        except ValueError as error:
+            raise UserError(f"{error}: the file is damaged or was edited") from None
     return model.eval()
 
 

@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import open_dict
 
 from lightning_ssmvid.model import load_model
 from lightning_ssmvid.train import train
+from lightning_ssmvid.utils.errors import UserError
 from tests.helpers import LONG_MEMORY_TINY
 
 TWO_STAGE = [*LONG_MEMORY_TINY, "stages=two_stage", "stages.codec_training.steps=4",
@@ -62,8 +64,8 @@ def test_stages_chain_are_reused_and_invalidated(compose_cfg, tmp_path):
 
 def test_train_snap_trains_on_latents_snapped_onto_the_runs_codebook(compose_cfg, tmp_path, monkeypatch):
     """``model.train_snap=K`` fits K centroids of the stage-1 codec's cells into the run folder; the head learns from
-    latents whose cells and pooled dims are centroids (inputs and targets); the checkpoint's rollouts snap onto the
-    same codebook, read back from the run folder."""
+    latents whose cells and pooled dims are centroids (inputs and targets); the checkpoint carries the codebook, and
+    its rollouts snap onto it."""
     from lightning_ssmvid.codecs.codebook import CellCodebook
     from lightning_ssmvid.generate import load_checkpoint
     from lightning_ssmvid.heads.mse import MSEHead
@@ -83,6 +85,16 @@ def test_train_snap_trains_on_latents_snapped_onto_the_runs_codebook(compose_cfg
         assert {tuple(c.tolist()) for c in book.cells(latents)} <= cells
         assert {tuple(p.tolist()) for p in latents.reshape(-1, 24)[:, -8:]} <= pooled
     torch.testing.assert_close(model.rollout_snap.centroids, book.centroids)
+    path.unlink()  # the codebook travels in the checkpoint: nothing is refitted without the run folder's copy
+    model = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert not path.exists()
+    torch.testing.assert_close(model.rollout_snap.centroids, book.centroids)
+    torch.testing.assert_close(model.rollout_snap.pooled, book.pooled)
+    edited = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    edited["train_snap_codebook"]["cells"] = torch.zeros(8, 5)  # not this codec's cells: one error, not a crash
+    torch.save(edited, tmp_path / "edited.ckpt")
+    with pytest.raises(UserError, match="does not fit this codec"):
+        load_model(str(tmp_path / "edited.ckpt"))
     with torch.no_grad():
         z_hat, state = model.predict_latents(model.codec.encode(torch.rand(1, 4, 3, 32, 32)))
         generated = list(model.rollout_latents(z_hat[:, -1], state, 4))

@@ -121,9 +121,16 @@ class CellCodebook:
         with np.load(path, allow_pickle=False) as saved:
             centroids = torch.from_numpy(saved["cells"])
             pooled = torch.from_numpy(saved["pooled"]) if "pooled" in saved.files else None
-        if centroids.ndim != 2 or centroids.shape[1] != codec.latent_channels or (
-                pooled is not None and (pooled.ndim != 2 or pooled.shape[1] != codec.global_dim)):
-            raise ValueError(f"{path}: a codebook of shapes {tuple(centroids.shape)}"
-                             f"{'' if pooled is None else ', ' + str(tuple(pooled.shape))} does not fit this codec's "
-                             f"{codec.latent_channels} channels a cell and {codec.global_dim} pooled dims")
+        return cls.for_codec(centroids, pooled, codec, str(path))
+
+    @classmethod
+    def for_codec(cls, centroids: Tensor, pooled: Tensor | None, codec, source: str = "codebook") -> CellCodebook:
+        """Centroids (K, latent_channels) and pooled ones (P, global_dim) or None, for ``codec``; arrays of other
+        shapes are a ``ValueError`` naming ``source``."""
+        if not torch.is_tensor(centroids) or centroids.ndim != 2 or centroids.shape[1] != codec.latent_channels or (
+                pooled is not None and (not torch.is_tensor(pooled) or pooled.ndim != 2
+                                        or pooled.shape[1] != codec.global_dim)):
+            shapes = [tuple(getattr(a, "shape", ())) for a in (centroids, pooled) if a is not None]
+            raise ValueError(f"{source}: a codebook of shapes {', '.join(map(str, shapes))} does not fit this "
+                             f"codec's {codec.latent_channels} channels a cell and {codec.global_dim} pooled dims")
         return cls(centroids, codec.grid, codec.global_dim, pooled)
