@@ -238,11 +238,11 @@ def run_codebook(run_dir: Path, codec, data_config: dict, k: int, k_pooled: int 
     on every ``every``-th frame of the first ``n_videos`` training videos of ``data_config``'s data set, encoded by
     ``codec``, and kept in ``run_dir/codebooks/cells_k{k}_pooled{k_pooled}.npz``, so that later rollouts of the run
     (and a run trained on snapped latents, ``model.train_snap``) reuse it. A damaged cache is refitted."""
-    from lightning_ssmvid.codecs.codebook import CellCodebook
+    from lightning_ssmvid.codecs.codebook import CellCodebook, valid_count
 
-    if int(k) != k or k < 2:
+    if not valid_count(k):
         raise ValueError(f"snap={k}: must be an integer >= 2 (the number of centroids)")
-    if int(k_pooled) != k_pooled or k_pooled < 0 or k_pooled == 1:
+    if not valid_count(k_pooled, zero_ok=True):
         raise ValueError(f"snap_pooled={k_pooled}: must be an integer >= 2 (the number of centroids), or 0 for none")
     path = Path(run_dir) / "codebooks" / f"cells_k{int(k)}_pooled{int(k_pooled)}.npz"
     if path.is_file():

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lightning_ssmvid.codecs.codebook import CellCodebook, valid_count
 from lightning_ssmvid.codecs.losses import weighted_frame_error
 from lightning_ssmvid.cores import Core, State, detach_state, reset_state_slots
 from lightning_ssmvid.frames import clip_shape, to_unit
@@ -124,9 +125,9 @@ class VideoModel(L.LightningModule):
         self.context_noise, self.rollout_noise, self.rollout_reencode = context_noise, rollout_noise, rollout_reencode
         self.rollout_snap = None  # a CellCodebook (codecs/codebook.py) that each generated latent is snapped onto
         self.rollout_snap_feedback = 0.0  # the share of each snap error added to the next prediction (error diffusion)
-        if train_snap and (int(train_snap) != train_snap or train_snap < 2):
+        if not valid_count(train_snap, zero_ok=True):
             raise UserError(f"model.train_snap={train_snap}: must be 0 (off) or the number of centroids (>= 2)")
-        if int(train_snap_pooled) != train_snap_pooled or train_snap_pooled < 0 or train_snap_pooled == 1:
+        if not valid_count(train_snap_pooled, zero_ok=True):
             raise UserError(f"model.train_snap_pooled={train_snap_pooled}: must be 0 (pooled dims as they are) or "
                             f"the number of centroids (>= 2)")
         # train on latents snapped onto a codebook of real cells (as its rollouts are): set by prepare_two_stage
@@ -491,8 +492,6 @@ def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:
     model.run_config = run_config
     book = checkpoint.get("train_snap_codebook")
     if model.train_snap and isinstance(book, dict):
-        from lightning_ssmvid.codecs.codebook import CellCodebook
-
         try:
             model.train_snap_book = model.rollout_snap = CellCodebook.for_codec(book.get("cells"), book.get("pooled"),
                                                                                model.codec, f"{ckpt_path}'s codebook")

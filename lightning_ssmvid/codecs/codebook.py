@@ -52,6 +52,11 @@ def kmeans(points: Tensor, k: int, iters: int = 25, seed: int = 0) -> Tensor:
     return centroids
 
 
+def valid_count(value: float, zero_ok: bool = False) -> bool:
+    """Whether ``value`` is a number of centroids: an integer >= 2 (or 0, none, where ``zero_ok``)."""
+    return int(value) == value and (value >= 2 or (zero_ok and value == 0))
+
+
 def grid_cells(latents: Tensor, channels: int, grid: int) -> Tensor:
     """(..., latent_dim) -> (N, channels): every grid cell of every latent, the grid stored channels first."""
     flat = latents.reshape(-1, latents.shape[-1])[:, : channels * grid * grid]
