@@ -178,8 +178,7 @@ def load_checkpoint(ckpt: str | Path, device: str = "cpu"):
 
     model = load_model(str(ckpt), map_location="cpu").to(device)
     if getattr(model, "train_snap", 0) and model.train_snap_book is None:
-        model.train_snap_book = model.rollout_snap = rollout_codebook(model, ckpt, model.train_snap,
-                                                                      model.train_snap_pooled)
+        model.use_train_codebook(rollout_codebook(model, ckpt, model.train_snap, model.train_snap_pooled))
     return model
 
 

@@ -154,8 +154,8 @@ class VideoModel(L.LightningModule):
         # reduction of logged values averages integer batch counts, which is wrong for unequal ranks); a NaN stays
         # NaN (torchmetrics' default drops it, which would report a diverged run as better)
         self.val_means = nn.ModuleDict({name: MeanMetric(nan_strategy=math.nan)
-                                        for name in ("loss", "latent_mse", "flow_mse", "residual_loss", "pixel_mse",
-                                                     "recon_mse", "cue_ce")})
+                                        for name in ("loss", "latent_mse", "flow_mse", "residual_loss", "code_ce",
+                                                     "pixel_mse", "recon_mse", "cue_ce")})
         self.val_psnr_next = PooledPSNR(nan_strategy=math.nan)
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
 
@@ -171,12 +171,22 @@ class VideoModel(L.LightningModule):
                               at: Tensor | None = None) -> tuple[Tensor, Tensor, State]:
         """z: (B, T, latent) real latents -> (z_hat (B, T, latent), core output h (B, T, d_model), state); with
         ``at`` (B, K) frame indices, z_hat (B, K, latent) is drawn at those frames only (a stochastic head's
-        sampling is the cost)."""
+        sampling is the cost). A model trained on snapped latents (``train_snap``) reads ``z`` snapped, as it was
+        trained."""
+        if self.train_snap_book is not None:  # a model trained on snapped latents reads real frames snapped too
+            z = self.train_snap_book(z)
         h, state = self.core(self.embed(z), state)
         if at is None:
             return self.head.sample(h, z, generator), h, state
         pick = lambda x: torch.gather(x, 1, at[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
         return self.head.sample(pick(h), pick(z), generator), h, state
+
+    def use_train_codebook(self, codebook: CellCodebook) -> None:
+        """Train on latents snapped onto ``codebook`` (``train_snap``), snap rollouts onto it, and give it to a head
+        that draws its codes (``head=categorical``)."""
+        self.train_snap_book = self.rollout_snap = codebook
+        if hasattr(self.head, "set_codebook"):
+            self.head.set_codebook(codebook)
 
     def embed(self, z: Tensor, noise_level: Tensor | float = 0.0, own: Tensor | float = 0.0) -> Tensor:
         """Latents (..., latent) with their corruption level and whether each is the model's own draw (floats or
@@ -493,8 +503,8 @@ def load_model(ckpt_path: str, map_location: str = "cpu") -> VideoModel:
     book = checkpoint.get("train_snap_codebook")
     if model.train_snap and isinstance(book, dict):
         try:
-            model.train_snap_book = model.rollout_snap = CellCodebook.for_codec(book.get("cells"), book.get("pooled"),
-                                                                               model.codec, f"{ckpt_path}'s codebook")
+            model.use_train_codebook(CellCodebook.for_codec(book.get("cells"), book.get("pooled"), model.codec,
+                                                            f"{ckpt_path}'s codebook"))
         except ValueError as error:
             raise UserError(f"{error}: the file is damaged or was edited") from None
     return model.eval()

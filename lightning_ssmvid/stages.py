@@ -148,7 +148,7 @@ def prepare_two_stage(cfg: DictConfig, datamodule: VideoDataModule, model) -> No
         from lightning_ssmvid.generate import run_codebook
 
         data = OmegaConf.to_container(cfg.data, resolve=True)
-        model.train_snap_book = run_codebook(Path(cfg.paths.output_dir), model.codec, data, model.train_snap,
-                                             model.train_snap_pooled)
-        model.rollout_snap = model.train_snap_book  # its rollouts snap onto the codebook it was trained on
+        # its rollouts snap onto the codebook it is trained on (and a categorical head draws its codes)
+        model.use_train_codebook(run_codebook(Path(cfg.paths.output_dir), model.codec, data, model.train_snap,
+                                              model.train_snap_pooled))
         log.info("two-stage: training on latents snapped onto %d cell centroids", model.train_snap)

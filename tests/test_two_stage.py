@@ -96,9 +96,31 @@ def test_train_snap_trains_on_latents_snapped_onto_the_runs_codebook(compose_cfg
     with pytest.raises(UserError, match="does not fit this codec"):
         load_model(str(tmp_path / "edited.ckpt"))
     with torch.no_grad():
-        z_hat, state = model.predict_latents(model.codec.encode(torch.rand(1, 4, 3, 32, 32)))
+        z = model.codec.encode(torch.rand(1, 4, 3, 32, 32))
+        z_hat, state = model.predict_latents(z)
         generated = list(model.rollout_latents(z_hat[:, -1], state, 4))
+        torch.testing.assert_close(z_hat, model.predict_latents(book(z))[0])  # real frames are read snapped too
     assert all({tuple(c.tolist()) for c in book.cells(z)} <= cells for z in generated)
+
+
+def test_a_categorical_head_learns_the_runs_codebook_and_draws_only_its_codes(compose_cfg, tmp_path):
+    from lightning_ssmvid.generate import load_checkpoint
+
+    run_dir, summary = run(compose_cfg, tmp_path, "categorical", "codec.latent_dim=24", "codec.global_dim=8",
+                           "head=categorical", "head.width=4", "head.loss_frames=3", "model.train_snap=8",
+                           "model.train_snap_pooled=3")
+    assert summary["status"] == "finished" and "val/code_ce" in summary["final"]
+    model = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    book = model.rollout_snap
+    torch.testing.assert_close(model.head.cell_logits.codes, book.centroids)
+    assert model.head.pooled == "mean" and book.pooled is not None  # regressed pooled dims, snapped by the rollout
+    context = torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8)
+    frames = model.generate(context, 5, seed=3)
+    torch.testing.assert_close(frames, model.generate(context, 5, seed=3), rtol=0, atol=0)
+    with torch.no_grad():
+        z_hat, state = model.predict_latents(model.codec.encode(context.float() / 255))
+        for z in model.rollout_latents(z_hat[:, -1], state, 4, generator=torch.Generator().manual_seed(0)):
+            torch.testing.assert_close(book(z), z, rtol=0, atol=0)  # every draw is a code: snapping moves nothing
 
 
 def test_user_given_codec_checkpoint_skips_stage_one(compose_cfg, tmp_path):

@@ -1,8 +1,9 @@
 """Per-frame heads: from the core output ``h`` and the input latent ``z`` to the next latent.
 
 ``mse`` regresses the next latent (deterministic); ``flow`` samples it with a conditional rectified-flow MLP
-(stochastic, deterministic given a seeded generator). A new head is one module here decorated with
-``@register_head("name")`` plus one YAML in ``conf/head/``.
+(stochastic, deterministic given a seeded generator; ``flow_grid`` and ``residual`` are variants); ``categorical``
+draws each latent cell's code from the run's codebook (``model.train_snap``). A new head is one module here
+decorated with ``@register_head("name")`` plus one YAML in ``conf/head/``.
 """
 
 from __future__ import annotations

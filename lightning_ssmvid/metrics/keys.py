@@ -15,6 +15,7 @@ TRAIN_RECON_MSE = "train/recon_mse"
 TRAIN_LATENT_MSE = "train/latent_mse"
 TRAIN_FLOW_MSE = "train/flow_mse"  # head=flow: the velocity regression loss (in place of latent_mse)
 TRAIN_RESIDUAL_LOSS = "train/residual_loss"  # head=residual: the mean's mse + the residual flow's loss
+TRAIN_CODE_CE = "train/code_ce"  # head=categorical: cross-entropy of the next latent's codes
 TRAIN_ROLLOUT_PIXEL_MSE = "train/rollout_pixel_mse"  # model.rollout_loss_steps > 0 (and train/rollout_<head loss>)
 TRAIN_CUE_CE = "train/cue_ce"  # the cue arm's cross-entropy of the cue colour (conf/arm/cue.yaml)
 TRAIN_FRAMES_PER_S = "train/frames_per_s"
@@ -25,6 +26,7 @@ VAL_RECON_MSE = "val/recon_mse"
 VAL_LATENT_MSE = "val/latent_mse"
 VAL_FLOW_MSE = "val/flow_mse"
 VAL_RESIDUAL_LOSS = "val/residual_loss"
+VAL_CODE_CE = "val/code_ce"
 VAL_CUE_CE = "val/cue_ce"
 VAL_PSNR_NEXT = "val/psnr_next"
 

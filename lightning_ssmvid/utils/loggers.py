@@ -48,8 +48,8 @@ WANDB_PROJECT = "lightning_ssmvid"  # the default project (conf/logger/wandb.yam
 
 # W&B run summaries keep the best value of these (the last value is in the history and in summary.json)
 SUMMARIES = {"val/loss": "min", "val/latent_mse": "min", "val/flow_mse": "min", "val/residual_loss": "min",
-             "val/pixel_mse": "min", "val/recon_mse": "min", "val/fvd*": "min", "val/psnr*": "max", "val/ssim*": "max",
-             "val/recall*": "max"}
+             "val/code_ce": "min", "val/pixel_mse": "min", "val/recon_mse": "min", "val/fvd*": "min",
+             "val/psnr*": "max", "val/ssim*": "max", "val/recall*": "max"}
 
 
 def wandb_logger(save_dir: str, **kwargs) -> WandbLogger:

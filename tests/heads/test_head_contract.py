@@ -5,6 +5,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from lightning_ssmvid.codecs.codebook import CellCodebook
 from lightning_ssmvid.codecs.conv import ConvCodec
 from lightning_ssmvid.cores import build_core
 from lightning_ssmvid.heads import available_heads, build_head
@@ -17,8 +18,13 @@ LATENT, D = 6, 10
 def make(name: str, **kwargs):
     torch.manual_seed(0)
     options = {"flow": {"width": 32, "depth": 2}, "residual": {"width": 32, "depth": 2},
-               "flow_grid": {"width": 8, "depth": 1, "frame_size": 16, "global_dim": 2}}.get(name, {})  # a 2x2 grid
-    return build_head(name, latent_dim=LATENT, d_model=D, **{**options, **kwargs})
+               "flow_grid": {"width": 8, "depth": 1, "frame_size": 16, "global_dim": 2},  # a 2x2 grid
+               "categorical": {"width": 8, "codes": 4, "pooled_codes": 3, "frame_size": 16, "global_dim": 2}
+               }.get(name, {})
+    head = build_head(name, latent_dim=LATENT, d_model=D, **{**options, **kwargs})
+    if hasattr(head, "set_codebook"):  # a discrete head draws codes of a codebook (the run's, in training)
+        head.set_codebook(CellCodebook(torch.randn(4, 1), 2, 2, torch.randn(3, 2)))
+    return head
 
 
 def randomise(head: torch.nn.Module) -> None:
@@ -28,8 +34,8 @@ def randomise(head: torch.nn.Module) -> None:
 
 
 def test_every_head_is_listed_and_unknown_names_are_refused():
-    assert {"mse", "flow", "flow_grid", "residual"} <= set(HEADS)
-    with pytest.raises(ValueError, match="valid heads: flow, flow_grid, mse, residual"):
+    assert {"mse", "flow", "flow_grid", "residual", "categorical"} <= set(HEADS)
+    with pytest.raises(ValueError, match="valid heads: categorical, flow, flow_grid, mse, residual"):
         build_head("diffusion", latent_dim=LATENT, d_model=D)
 
 
@@ -188,7 +194,8 @@ HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
                 "flow-skip": {"width": 16, "depth": 1, "steps": 2, "target": "frame", "condition_on_input": True,
                               "input_skip": True},
                 "flow_grid": {"width": 8, "depth": 1, "steps": 2, "target": "frame", "frame_size": 16},
-                "residual": {"width": 16, "depth": 1, "steps": 2}}
+                "residual": {"width": 16, "depth": 1, "steps": 2},
+                "categorical": {"width": 4, "codes": 5, "frame_size": 16, "loss_frames": 2}}
 
 
 @pytest.mark.parametrize("head", sorted(HEAD_OPTIONS))
@@ -201,6 +208,8 @@ def test_every_core_trains_and_generates_with_every_head(core, head):
     model = VideoModel(ConvCodec(frame_size=16, latent_dim=8, width=4), build_core(core, d_model=12, n_layers=2),
                        optimizer=torch.optim.SGD, head=lambda **dims: build_head(head, **dims, **options),
                        context_noise=0.3)
+    if hasattr(model.head, "set_codebook"):
+        model.head.set_codebook(CellCodebook(torch.randn(5, model.codec.latent_channels), model.codec.grid))
     frames = torch.randint(0, 256, (2, 6, 3, 16, 16), dtype=torch.uint8)
     out, _ = model.train().losses({"frames": frames})
     out["loss"].backward()
