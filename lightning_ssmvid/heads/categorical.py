@@ -76,7 +76,7 @@ class CategoricalHead(Head):
 
     def __init__(self, latent_dim: int, d_model: int, codes: int = 1024, pooled_codes: int = 256,
                  frame_size: int = 64, global_dim: int = 0, width: int = 32, loss_frames: int = 32,
-                 temperature: float = 1.0, pooled: str = "categorical"):
+                 temperature: float = 1.0, pooled: str = "categorical", depth: int = 0):
         super().__init__(latent_dim, d_model)
         if int(codes) != codes or codes < 2:
             raise UserError(f"head=categorical draws codes of the run's training codebook: set model.train_snap=K "
@@ -98,6 +98,11 @@ class CategoricalHead(Head):
         self.input_view = nn.Conv2d(self.channels, width, 3, padding=1)  # a cell and its neighbours as they are now
         self.position = nn.Parameter(torch.zeros(width, self.grid, self.grid))
         self.mix = nn.Sequential(nn.GELU(), nn.Conv2d(width, width, 1))
+        if int(depth) != depth or depth < 0:
+            raise UserError(f"head.depth must be an integer >= 0, got {depth}")
+        self.blocks = nn.ModuleList(  # residual 3x3 conv blocks: a cell reads what its neighbours' features say
+            nn.Sequential(nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 1))
+            for _ in range(int(depth)))
         if self.pooled == "mean":  # regressed as the mse head does (z + W h); the rollout snaps it onto its codes
             self.pooled_regressor = nn.Linear(d_model, global_dim)
             nn.init.zeros_(self.pooled_regressor.weight)
@@ -134,7 +139,10 @@ class CategoricalHead(Head):
         grid = z[:, : self.channels * cells].reshape(n, self.channels, self.grid, self.grid)
         features = (self.query(h).view(n, self.width, self.grid, self.grid) + self.position
                     + self.input_view(grid / self.cell_logits.scale))
-        features = (features + self.mix(features)).flatten(2).transpose(1, 2)  # (N, cells, W)
+        features = features + self.mix(features)
+        for block in self.blocks:
+            features = features + block(features)
+        features = features.flatten(2).transpose(1, 2)  # (N, cells, W)
         cell = self.cell_logits(features, grid.flatten(2).transpose(1, 2))
         if self.pooled != "categorical":
             return cell, None

@@ -92,6 +92,8 @@ def test_it_composes_on_the_long_memory_protocol_and_refuses_what_it_cannot_draw
         instantiate(cfg.head)(latent_dim=cfg.codec.latent_dim, d_model=cfg.core.d_model)
     with pytest.raises(UserError, match="model.train_snap_pooled must be >= 2"):
         build_head("categorical", latent_dim=528, d_model=D, codes=8, pooled_codes=0, global_dim=16)
+    with pytest.raises(UserError, match="head.depth must be an integer >= 0"):
+        build_head("categorical", latent_dim=528, d_model=D, codes=8, global_dim=16, depth=-1)
     with pytest.raises(UserError, match="head.pooled must be mean or categorical"):
         build_head("categorical", latent_dim=528, d_model=D, codes=8, global_dim=16, pooled="drawn")
     with pytest.raises(UserError, match="head.loss_frames must be"):

@@ -195,7 +195,7 @@ HEAD_OPTIONS = {"mse": {}, "flow": {"width": 16, "depth": 1, "steps": 2},
                               "input_skip": True},
                 "flow_grid": {"width": 8, "depth": 1, "steps": 2, "target": "frame", "frame_size": 16},
                 "residual": {"width": 16, "depth": 1, "steps": 2},
-                "categorical": {"width": 4, "codes": 5, "frame_size": 16, "loss_frames": 2}}
+                "categorical": {"width": 4, "depth": 1, "codes": 5, "frame_size": 16, "loss_frames": 2}}
 
 
 @pytest.mark.parametrize("head", sorted(HEAD_OPTIONS))
