@@ -1,13 +1,16 @@
-"""A discrete head: each grid cell of the next latent is a categorical draw over a codebook of real cells, and its
-frame-pooled dims one over a codebook of real pooled parts (``head=categorical``; a VQ world model's token prior, as
-TECO's or iVideoGPT's, on the k-means codebook of ``codecs/codebook.py``).
+"""A discrete head: each grid cell of the next latent is a categorical draw over a codebook of real cells
+(``head=categorical``; a VQ world model's token prior, as TECO's or iVideoGPT's, on the k-means codebook of
+``codecs/codebook.py``). Its frame-pooled dims are regressed as the mse head's (``pooled="mean"``; the rollout snaps
+them) or drawn over a codebook of real pooled parts (``pooled="categorical"``: on the long-memory data that code
+changes in most frames, and its draws repainted the frame; README).
 
 A continuous head either averages a cell's possible futures (the mse head: a mean moves less than any real future,
 so its snapped rollouts freeze) or draws them with a continuous error that a rollout feeds back (the flow heads:
 they drift). A categorical head gives each code its probability: a cell the object may enter in this frame gets
 the object's code with that chance, so a draw moves at the data's speed on average, and every draw is a code of a
 real frame, so no small error can add up. The cells are drawn independently given the core output, a 3x3 view of
-the input grid and the cell's position (MaskGit-style joint decoding is left out).
+the input grid, the cell's position and ``depth`` residual 3x3 conv blocks over those features (MaskGit-style joint
+decoding is left out; measured, the independent draws give an object's cells codes of other colours).
 
     logits[cell, k] = f(h, input grid)[cell] . e(c_k) + b_k - exp(log_stay) * |c_in(cell) - c_k|^2 / spacing
 
@@ -69,7 +72,8 @@ class CodeLogits(nn.Module):
 @register_head("categorical")
 class CategoricalHead(Head):
     """Core output (..., d_model) and input latent (..., latent_dim) -> the next latent, each grid cell a code of
-    ``codes`` (K, channels) and the pooled dims a code of ``pooled_codes`` (P, global_dim)."""
+    ``codes`` (K, channels), and the pooled dims regressed (``pooled="mean"``) or a code of ``pooled_codes``
+    (P, global_dim)."""
 
     stochastic = True
     loss_name = "code_ce"
