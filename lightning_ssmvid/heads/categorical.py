@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_ssmvid.codecs.codebook import grid_cells
+from lightning_ssmvid.codecs.codebook import grid_cells, valid_count
 from lightning_ssmvid.codecs.conv import latent_grid
 from lightning_ssmvid.heads import register_head
 from lightning_ssmvid.heads.base import Head
@@ -82,17 +82,19 @@ class CategoricalHead(Head):
                  frame_size: int = 64, global_dim: int = 0, width: int = 32, loss_frames: int = 32,
                  temperature: float = 1.0, pooled: str = "categorical", depth: int = 0):
         super().__init__(latent_dim, d_model)
-        if int(codes) != codes or codes < 2:
+        if not valid_count(codes):
             raise UserError(f"head=categorical draws codes of the run's training codebook: set model.train_snap=K "
                              f"(K >= 2 centroids), got codes={codes}")
         if pooled not in ("mean", "categorical"):
             raise UserError(f"head.pooled must be mean or categorical, got {pooled!r}")
         self.pooled = pooled if global_dim else None
-        if self.pooled == "categorical" and (int(pooled_codes) != pooled_codes or pooled_codes < 2):
+        if self.pooled == "categorical" and not valid_count(pooled_codes):
             raise UserError(f"head.pooled=categorical draws the frame-pooled dims from codes too: "
                              f"model.train_snap_pooled must be >= 2, got {pooled_codes}")
         if int(loss_frames) != loss_frames or loss_frames < 0:
             raise UserError(f"head.loss_frames must be an integer >= 0 (0: every frame), got {loss_frames}")
+        if int(depth) != depth or depth < 0:
+            raise UserError(f"head.depth must be an integer >= 0, got {depth}")
         self.grid, self.channels = latent_grid(frame_size, latent_dim, global_dim)
         self.global_dim, self.width = global_dim, width
         self.loss_frames, self.temperature = int(loss_frames), float(temperature)
@@ -102,8 +104,6 @@ class CategoricalHead(Head):
         self.input_view = nn.Conv2d(self.channels, width, 3, padding=1)  # a cell and its neighbours as they are now
         self.position = nn.Parameter(torch.zeros(width, self.grid, self.grid))
         self.mix = nn.Sequential(nn.GELU(), nn.Conv2d(width, width, 1))
-        if int(depth) != depth or depth < 0:
-            raise UserError(f"head.depth must be an integer >= 0, got {depth}")
         self.blocks = nn.ModuleList(  # residual 3x3 conv blocks: a cell reads what its neighbours' features say
             nn.Sequential(nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, width, 1))
             for _ in range(int(depth)))
@@ -172,7 +172,8 @@ class CategoricalHead(Head):
             pick = lambda x: torch.gather(x, 1, at[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
             h, z, z_next = pick(h), pick(z), pick(z_next)
         n = h.shape[0] * h.shape[1]
-        cell, pooled = self.logits(h.reshape(n, -1), z.reshape(n, -1))
+        h, z = h.reshape(n, -1), z.reshape(n, -1)
+        cell, pooled = self.logits(h, z)
         z_next = z_next.detach().reshape(n, -1)
         target = self.cell_logits.index(grid_cells(z_next, self.channels, self.grid))
         ce = nn.functional.cross_entropy(cell.flatten(0, 1).float(), target, reduction="none").view(n, -1).mean(1)
@@ -181,7 +182,7 @@ class CategoricalHead(Head):
             ce = ce + nn.functional.cross_entropy(pooled.float(), self.pooled_logits.index(pooled_next),
                                                   reduction="none")
         if self.pooled == "mean":  # the mse head's loss on those dims, in latent units
-            ce = ce + (self._pooled_mean(h.reshape(n, -1), z.reshape(n, -1)) - pooled_next).square().mean(1)
+            ce = ce + (self._pooled_mean(h, z) - pooled_next).square().mean(1)
         return ce.view(b, -1).mean(1)
 
     def _pooled_mean(self, h: Tensor, z: Tensor) -> Tensor:
